@@ -1,0 +1,3 @@
+"""millions: the scale-out web architecture as one runnable, measurable Python system."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from millions.cli import main
+
+main()

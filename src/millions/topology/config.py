@@ -1,0 +1,217 @@
+"""The topology config: one TOML file (`millions.toml`) or the built-in default.
+
+The config is validated in full before anything starts. A problem is reported as one
+line naming the dotted key and what is wrong (`ConfigError`); the CLI prints it and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_FILE = "millions.toml"
+DC_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+class ConfigError(Exception):
+    """A config problem, as one line: `<key>: <problem>`."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionsConfig(_Section):
+    """Where sessions live. Every web server of every DC shares this store."""
+
+    engine: Literal["sqlite", "redis", "postgres"] = "sqlite"
+    url: str = Field(
+        default="",
+        description="redis://... or postgresql://...; for sqlite a file path "
+        "(default: <run_dir>/sessions.sqlite3)",
+    )
+    ttl_s: int = Field(default=1800, ge=10, le=30 * 24 * 3600, description="idle expiry")
+    cookie_name: str = Field(default="millions_session", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    secret: str = Field(
+        default="",
+        description="cookie signing key; empty means generated once per run directory",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if url and not re.match(r"^(redis|rediss|postgres|postgresql|sqlite)://|^/|^\.", url):
+            raise ValueError("expected redis://, postgresql:// or a file path")
+        return url
+
+
+class LoadBalancerConfig(_Section):
+    """The per-DC load balancer (an HTTP/1.1 reverse proxy)."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    ops_port: int = Field(default=9000, ge=1, le=65535, description="/healthz, /metrics")
+    health_interval_s: float = Field(default=1.0, gt=0, le=60)
+    health_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    rise: int = Field(default=2, ge=1, le=100, description="passes before a server is up")
+    fall: int = Field(default=2, ge=1, le=100, description="failures before a server is down")
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    response_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
+    retries: int = Field(default=2, ge=0, le=10, description="extra tries on another server")
+    drain_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
+class WebConfig(_Section):
+    """The stateless web servers (uvicorn running the ASGI app)."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1 << 30)
+
+
+class DataCenterConfig(_Section):
+    """One data center: a load balancer and `web` web servers on the `subnet` addresses.
+
+    The load balancer gets `<subnet>.1`, web server i gets `<subnet>.<10+i>`.
+    """
+
+    subnet: str = Field(description="first three octets of a 127.0.0.0/8 address")
+    web: int = Field(default=2, ge=0, le=200)
+
+    @field_validator("subnet")
+    @classmethod
+    def _loopback_subnet(cls, subnet: str) -> str:
+        try:
+            address = ipaddress.IPv4Address(subnet + ".1")
+        except ValueError:
+            raise ValueError("expected three octets such as 127.0.1") from None
+        if not address.is_loopback:
+            raise ValueError("must be inside 127.0.0.0/8 (loopback only)")
+        return subnet
+
+
+class SupervisorConfig(_Section):
+    restart_backoff_s: float = Field(default=0.25, gt=0, le=60, description="first backoff")
+    restart_backoff_max_s: float = Field(default=5.0, gt=0, le=600)
+    start_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    stop_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
+def _default_dcs() -> dict[str, DataCenterConfig]:
+    return {
+        "us-east": DataCenterConfig(subnet="127.0.1", web=2),
+        "eu-west": DataCenterConfig(subnet="127.0.2", web=2),
+    }
+
+
+class MillionsConfig(_Section):
+    """The whole topology."""
+
+    run_dir: str = Field(default=".millions", description="state, logs and data of a run")
+    app: str = Field(
+        default="millions.app:app",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="the ASGI app every web server runs, as module:attribute",
+    )
+    sessions: SessionsConfig = SessionsConfig()
+    lb: LoadBalancerConfig = LoadBalancerConfig()
+    web: WebConfig = WebConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
+
+    @field_validator("dcs")
+    @classmethod
+    def _dcs_valid(cls, dcs: dict[str, DataCenterConfig]) -> dict[str, DataCenterConfig]:
+        if not dcs:
+            raise ValueError("at least one data center is needed")
+        seen: dict[str, str] = {}
+        for name, dc in dcs.items():
+            if not DC_NAME.match(name):
+                raise ValueError(f"data center name {name!r} must match {DC_NAME.pattern}")
+            if dc.subnet in seen:
+                raise ValueError(f"{name} and {seen[dc.subnet]} share subnet {dc.subnet}")
+            seen[dc.subnet] = name
+        return dcs
+
+    def lb_host(self, dc: str) -> str:
+        return f"{self.dcs[dc].subnet}.1"
+
+    def web_host(self, dc: str, index: int) -> str:
+        """Address of web server `index` (1-based) of `dc`."""
+        if not 1 <= index <= 244:
+            raise ValueError(f"web server index {index} out of range 1..244")
+        return f"{self.dcs[dc].subnet}.{10 + index}"
+
+
+def _error_key(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"])
+
+
+def parse(data: dict[str, Any]) -> MillionsConfig:
+    """Validate a config mapping; raise `ConfigError` naming the first bad key."""
+    try:
+        config = MillionsConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        problem = first["msg"]
+        if first["type"] == "extra_forbidden":
+            problem = "unknown key"
+        problem = problem.removeprefix("Value error, ")
+        raise ConfigError(_error_key(first), problem) from None
+    return config
+
+
+def load(path: Path | None) -> MillionsConfig:
+    """Load `path`, or `./millions.toml` when it exists, or the built-in default."""
+    if path is None:
+        candidate = Path(DEFAULT_CONFIG_FILE)
+        if not candidate.exists():
+            return MillionsConfig()
+        path = candidate
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    return parse(data)
+
+
+def to_toml(config: MillionsConfig) -> str:
+    """The effective config as TOML text (what `millions config show` prints)."""
+    data = config.model_dump()
+    lines: list[str] = []
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "dcs":
+            lines.append("")
+            lines.append(f"[{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+    for name, dc in data["dcs"].items():
+        lines.append("")
+        lines.append(f'[dcs."{name}"]' if "-" in name else f"[dcs.{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in dc.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
