@@ -1,0 +1,267 @@
+"""The `millions` command line.
+
+Every command loads the config the same way (`--config`, else ./millions.toml, else the
+built-in default); a config problem prints one line naming the key and exits with 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from millions.topology.config import ConfigError, MillionsConfig, load, to_toml
+
+app = typer.Typer(
+    help="millions: the scale-out web architecture (load balancers, stateless web servers, "
+    "shared sessions) running on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the topology config.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file (default: ./millions.toml, else built-in)"),
+]
+RunDirOption = Annotated[
+    Path | None,
+    typer.Option("--run-dir", help="run directory for state, logs and data (default: run_dir in config)"),
+]
+
+
+def load_config(path: Path | None) -> MillionsConfig:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def resolve_run_dir(config: MillionsConfig, run_dir: Path | None) -> Path:
+    return (run_dir or Path(config.run_dir)).resolve()
+
+
+def parse_address(value: str, option: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        typer.echo(f"config error: {option}: expected HOST:PORT, got {value!r}", err=True)
+        raise typer.Exit(2)
+    return host, int(port)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+# -- topology -----------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="return once healthy; stop with `millions down`")
+    ] = False,
+) -> None:
+    """Start the whole topology and wait until every component is healthy.
+
+    Prints a table of what runs where. Stays in the foreground until Ctrl-C (which stops
+    every process) unless --detach is given.
+    """
+    from millions.topology.supervisor import StartupError
+    from millions.topology.up import run_foreground, start_detached
+
+    settings = load_config(config)
+    directory = resolve_run_dir(settings, run_dir)
+    try:
+        if detach:
+            code = start_detached(
+                config, directory, console, settings.supervisor.start_timeout_s + 15
+            )
+        else:
+            code = asyncio.run(run_foreground(settings, directory, console))
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def down(config: ConfigOption = None, run_dir: RunDirOption = None) -> None:
+    """Stop a topology started with `millions up` (foreground or detached)."""
+    from millions.topology.control import ControlError
+    from millions.topology.up import stop_detached
+
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        raise typer.Exit(stop_detached(directory, console))
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Show state, pid, address, uptime and restarts of every component."""
+    from millions.topology.control import ControlClient, ControlError
+    from millions.topology.up import status_table
+
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        current = ControlClient(directory).request("GET", "/status")
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(current, indent=2))
+    else:
+        console.print(status_table(current))
+
+
+@app.command()
+def kill(
+    name: Annotated[str, typer.Argument(help="component name, e.g. web-us-east-1 or lb-eu-west")],
+    no_restart: Annotated[
+        bool, typer.Option("--no-restart", help="leave it dead instead of restarting it")
+    ] = False,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Kill one component with SIGKILL (chaos). The supervisor restarts it unless --no-restart."""
+    from millions.topology.control import ControlClient, ControlError
+
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        result = ControlClient(directory).request(
+            "POST", "/kill", {"name": name, "restart": not no_restart}
+        )
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+    then = "left stopped" if no_restart else "the supervisor restarts it"
+    console.print(f"killed {result['killed']} (pid {result['pid']}) with SIGKILL; {then}")
+
+
+@app.command()
+def scale(
+    dc: Annotated[str, typer.Argument(help="data center, e.g. us-east")],
+    setting: Annotated[str, typer.Argument(help="web=N: the number of web servers wanted")],
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Add or remove web servers in a data center at runtime.
+
+    New servers take traffic once healthy; removed ones are drained by the load balancer
+    (in-flight requests finish) before they stop.
+    """
+    from millions.topology.control import ControlClient, ControlError
+
+    tier, _, count = setting.partition("=")
+    if tier != "web" or not count.isdigit():
+        raise fail(f"expected web=N, got {setting!r}", code=2)
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        with console.status(f"scaling {dc} to {count} web servers…"):
+            result = ControlClient(directory).request(
+                "POST", "/scale", {"dc": dc, "web": int(count)}
+            )
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+    added = ", ".join(result["added"]) or "none"
+    removed = ", ".join(result["removed"]) or "none"
+    console.print(f"{dc}: {count} web servers (added: {added}; drained and removed: {removed})")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective config (the file merged over the built-in defaults) as TOML."""
+    print(to_toml(load_config(config)), end="")
+
+
+# -- single components (the supervisor runs these; usable on their own too) -----------------
+
+
+@app.command()
+def web(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to serve on")] = "127.0.0.1:8000",
+    name: Annotated[str, typer.Option(help="component name shown in logs and X-Served-By")] = "web",
+    app_path: Annotated[
+        str | None, typer.Option("--app", help="ASGI app as module:attr (default: app in config)")
+    ] = None,
+    log_file: Annotated[
+        Path | None, typer.Option(help="JSON-lines log file (default: stderr)")
+    ] = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Run one stateless web server: uvicorn serving the ASGI app with shared sessions."""
+    from millions.web.main import AppImportError, run
+
+    settings = load_config(config)
+    address = parse_address(listen, "--listen")
+    try:
+        run(settings, resolve_run_dir(settings, run_dir), address, name, app_path, log_file)
+    except AppImportError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def lb(
+    listen: Annotated[str, typer.Option(help="HOST:PORT for client traffic")] = "127.0.0.1:8080",
+    ops: Annotated[
+        str, typer.Option(help="HOST:PORT for /healthz, /metrics and /backends")
+    ] = "127.0.0.1:9000",
+    backend: Annotated[
+        list[str] | None, typer.Option(help="HOST:PORT of a web server (repeatable)")
+    ] = None,
+    backends_file: Annotated[
+        Path | None,
+        typer.Option(help='JSON file {"backends": [...]}, reread on SIGHUP'),
+    ] = None,
+    name: Annotated[str, typer.Option(help="component name for logs")] = "lb",
+    log_file: Annotated[
+        Path | None, typer.Option(help="JSON-lines log file (default: stderr)")
+    ] = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Run one load balancer: an HTTP/1.1 reverse proxy with health checks."""
+    from millions.lb.main import run
+
+    settings = load_config(config)
+    listen_address = parse_address(listen, "--listen")
+    ops_address = parse_address(ops, "--ops")
+    for item in backend or []:
+        parse_address(item, "--backend")
+    if not backend and backends_file is None:
+        raise fail("give at least one --backend or a --backends-file", code=2)
+    run(
+        listen_address,
+        ops_address,
+        settings.lb,
+        backends=backend,
+        backends_file=backends_file,
+        name=name,
+        log_file=log_file,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

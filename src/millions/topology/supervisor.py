@@ -1,0 +1,412 @@
+"""The supervisor: starts every component as its own process, keeps them running.
+
+It starts web servers, waits for their health checks, then the load balancers;
+restarts a crashed component with backoff; adds and removes web servers at runtime
+(the load balancer rereads its backend file on SIGHUP and drains removed servers);
+and stops everything in order. Children die with the supervisor even if it is
+killed with SIGKILL (PR_SET_PDEATHSIG), so no process is left orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from millions.topology.backoff import RestartBackoff
+from millions.topology.components import (
+    ComponentSpec,
+    RunPaths,
+    command,
+    initial_specs,
+    lb_spec,
+    web_spec,
+)
+from millions.topology.config import MillionsConfig, to_toml
+
+log = logging.getLogger("millions.supervisor")
+
+PR_SET_PDEATHSIG = 1
+HEALTH_PROBE_INTERVAL_S = 1.0
+
+
+class StartupError(Exception):
+    """A component did not become healthy; the message says which and where its log is."""
+
+
+class ComponentState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    UNHEALTHY = "unhealthy"
+    BACKOFF = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the supervisor dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def addresses_in_use(specs: list[ComponentSpec]) -> list[str]:
+    """The listen addresses that something else already holds."""
+    busy: list[str] = []
+    for spec in specs:
+        for host, port in spec.bind_addresses():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    busy.append(f"{host}:{port}")
+    return busy
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+@dataclass
+class ManagedProcess:
+    """One component process and its restart bookkeeping."""
+
+    spec: ComponentSpec
+    paths: RunPaths
+    backoff: RestartBackoff
+    on_change: Callable[[], None]
+    state: ComponentState = ComponentState.STOPPED
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_on_exit: bool = True
+    last_exit: int | None = None
+    _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process and self.process.returncode is None else None
+
+    def _set(self, state: ComponentState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.on_change()
+
+    async def start(self) -> None:
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        output = open(self.paths.output_file(self.spec.name), "ab")  # noqa: SIM115
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *command(self.spec, self.paths),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            output.close()
+        self.started_at = time.time()
+        self.restart_on_exit = True
+        self._set(ComponentState.STARTING)
+        self._monitor = asyncio.create_task(self._watch(self.process))
+        log.info("started", extra={"component": self.spec.name, "pid": self.process.pid})
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if process is not self.process:
+            return
+        self.last_exit = code
+        if not self.restart_on_exit or self.state is ComponentState.STOPPING:
+            self._set(ComponentState.STOPPED)
+            return
+        delay = self.backoff.next_delay(time.time() - self.started_at)
+        log.warning(
+            "component exited; restarting",
+            extra={"component": self.spec.name, "code": code, "delay_s": delay},
+        )
+        self._set(ComponentState.BACKOFF)
+        await asyncio.sleep(delay)
+        if self.state is ComponentState.BACKOFF and self.restart_on_exit:
+            self.restarts += 1
+            await self.start()
+
+    def kill(self, restart: bool) -> int | None:
+        """SIGKILL the process (chaos); the watcher restarts it when `restart`."""
+        pid = self.pid
+        self.restart_on_exit = restart
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+        return pid
+
+    async def stop(self, timeout_s: float) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`; no restart."""
+        self.restart_on_exit = False
+        self._set(ComponentState.STOPPING)
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("did not stop in time; killing", extra={"component": self.spec.name})
+                process.kill()
+                await process.wait()
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        self._set(ComponentState.STOPPED)
+
+    def status(self) -> dict[str, Any]:
+        alive = self.pid is not None
+        return {
+            "name": self.spec.name,
+            "kind": self.spec.kind,
+            "dc": self.spec.dc,
+            "state": str(self.state),
+            "pid": self.pid,
+            "address": self.spec.address,
+            "url": self.spec.url,
+            "uptime_s": round(time.time() - self.started_at, 1) if alive else 0.0,
+            "restarts": self.restarts,
+        }
+
+
+class Supervisor:
+    """Runs one topology from one config in one run directory."""
+
+    def __init__(self, config: MillionsConfig, run_dir: Path) -> None:
+        self.config = config
+        self.paths = RunPaths(run_dir.resolve())
+        self.processes: dict[str, ManagedProcess] = {}
+        self.phase = "starting"
+        self.started_at = time.time()
+        self._http: aiohttp.ClientSession | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._scale_lock = asyncio.Lock()
+        self.control_url: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, progress: Callable[[str], None] | None = None) -> None:
+        """Start everything and wait until each component is healthy."""
+        notify = progress or (lambda _message: None)
+        specs = initial_specs(self.config)
+        busy = addresses_in_use(specs)
+        if busy:
+            raise StartupError(
+                f"address already in use: {', '.join(busy)} "
+                "(is another topology running? stop it with `millions down`)"
+            )
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.effective_config.write_text(to_toml(self.config))
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+        for dc in self.config.dcs:
+            self._write_backends(dc, [s for s in specs if s.kind == "web" and s.dc == dc])
+        webs = [s for s in specs if s.kind == "web"]
+        notify(f"starting {len(webs)} web servers")
+        await self._start_group(webs, notify)
+        lbs = [s for s in specs if s.kind == "lb"]
+        notify(f"starting {len(lbs)} load balancers")
+        await self._start_group(lbs, notify)
+        self.phase = "running"
+        self._probe_task = asyncio.create_task(self._probe_forever())
+        self.write_state()
+
+    async def _start_group(self, specs: list[ComponentSpec], notify: Callable[[str], None]) -> None:
+        for spec in specs:
+            await self._add(spec).start()
+        await asyncio.gather(*(self._wait_healthy(self.processes[s.name]) for s in specs))
+        for spec in specs:
+            notify(f"{spec.name} healthy on {spec.address}")
+
+    def _add(self, spec: ComponentSpec) -> ManagedProcess:
+        managed = ManagedProcess(
+            spec=spec,
+            paths=self.paths,
+            backoff=RestartBackoff(
+                self.config.supervisor.restart_backoff_s,
+                self.config.supervisor.restart_backoff_max_s,
+            ),
+            on_change=self.write_state,
+        )
+        self.processes[spec.name] = managed
+        return managed
+
+    async def _wait_healthy(self, managed: ManagedProcess) -> None:
+        deadline = time.monotonic() + self.config.supervisor.start_timeout_s
+        while time.monotonic() < deadline:
+            if await self._probe(managed.spec):
+                managed._set(ComponentState.RUNNING)
+                return
+            process = managed.process
+            if process is not None and process.returncode is not None and managed.restarts > 3:
+                break
+            await asyncio.sleep(0.1)
+        raise StartupError(
+            f"{managed.spec.name} did not become healthy at {managed.spec.health_url}; "
+            f"see {self.paths.output_file(managed.spec.name)} and "
+            f"{self.paths.log_file(managed.spec.name)}"
+        )
+
+    async def _probe(self, spec: ComponentSpec) -> bool:
+        assert self._http is not None
+        try:
+            async with self._http.get(
+                spec.health_url, timeout=aiohttp.ClientTimeout(total=1.0)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def _probe_forever(self) -> None:
+        """Keep each component's state honest: running vs unhealthy."""
+        while True:
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
+            for managed in list(self.processes.values()):
+                if managed.state in (ComponentState.RUNNING, ComponentState.UNHEALTHY,
+                                     ComponentState.STARTING):
+                    healthy = await self._probe(managed.spec)
+                    if managed.state in (ComponentState.RUNNING, ComponentState.UNHEALTHY,
+                                         ComponentState.STARTING):
+                        managed._set(
+                            ComponentState.RUNNING if healthy else ComponentState.UNHEALTHY
+                        )
+
+    async def stop(self) -> None:
+        """Stop load balancers first (no new traffic), then web servers."""
+        self.phase = "stopping"
+        self.write_state()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        timeout = self.config.supervisor.stop_timeout_s
+        for kind in ("lb", "web"):
+            group = [m for m in self.processes.values() if m.spec.kind == kind]
+            await asyncio.gather(*(m.stop(timeout) for m in group))
+        if self._http is not None:
+            await self._http.close()
+        self.phase = "stopped"
+        self.write_state()
+
+    # -- chaos and scaling -----------------------------------------------------------
+
+    def kill(self, name: str, restart: bool = True) -> int | None:
+        """SIGKILL one component; returns the killed pid."""
+        managed = self.processes.get(name)
+        if managed is None:
+            raise KeyError(name)
+        return managed.kill(restart)
+
+    def web_servers(self, dc: str) -> list[ManagedProcess]:
+        return sorted(
+            (m for m in self.processes.values() if m.spec.kind == "web" and m.spec.dc == dc),
+            key=lambda m: m.spec.index,
+        )
+
+    async def scale(self, dc: str, web: int) -> dict[str, list[str]]:
+        """Set the number of web servers in `dc`; the load balancer follows live."""
+        if dc not in self.config.dcs:
+            raise KeyError(dc)
+        if not 0 <= web <= 200:
+            raise ValueError("web must be between 0 and 200")
+        async with self._scale_lock:
+            current = self.web_servers(dc)
+            added: list[str] = []
+            removed: list[str] = []
+            if web > len(current):
+                used = {m.spec.index for m in current}
+                indices = [i for i in range(1, 245) if i not in used][: web - len(current)]
+                specs = [web_spec(self.config, dc, i) for i in indices]
+                busy = addresses_in_use(specs)
+                if busy:
+                    raise StartupError(f"address already in use: {', '.join(busy)}")
+                for spec in specs:
+                    await self._add(spec).start()
+                await asyncio.gather(*(self._wait_healthy(self.processes[s.name]) for s in specs))
+                added = [s.name for s in specs]
+                await self._publish_backends(dc)
+            elif web < len(current):
+                leaving = current[web:]
+                removed = [m.spec.name for m in leaving]
+                for managed in leaving:
+                    del self.processes[managed.spec.name]
+                await self._publish_backends(dc)
+                await self._wait_drained(dc, [m.spec.address for m in leaving])
+                await asyncio.gather(
+                    *(m.stop(self.config.supervisor.stop_timeout_s) for m in leaving)
+                )
+            self.write_state()
+            return {"added": added, "removed": removed}
+
+    def _write_backends(self, dc: str, specs: list[ComponentSpec]) -> None:
+        write_json_atomic(
+            self.paths.backends_file(dc), {"backends": [s.address for s in specs]}
+        )
+
+    async def _publish_backends(self, dc: str) -> None:
+        self._write_backends(dc, [m.spec for m in self.web_servers(dc)])
+        lb = self.processes.get(lb_spec(self.config, dc).name)
+        if lb is not None and lb.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(lb.pid, signal.SIGHUP)
+
+    async def _wait_drained(self, dc: str, addresses: list[str]) -> None:
+        """Wait until the load balancer has finished with the removed servers."""
+        assert self._http is not None
+        spec = lb_spec(self.config, dc)
+        url = f"http://{spec.host}:{spec.health_port}/backends"
+        deadline = time.monotonic() + self.config.lb.drain_timeout_s + 1.0
+        while time.monotonic() < deadline:
+            try:
+                async with self._http.get(url) as response:
+                    listed = await response.json()
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                return  # no load balancer to wait for
+            present = {b["address"] for b in listed}
+            if not present.intersection(addresses):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("drain timed out", extra={"dc": dc, "servers": addresses})
+
+    # -- state -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "supervisor_pid": os.getpid(),
+            "phase": self.phase,
+            "run_dir": str(self.paths.root),
+            "control_url": self.control_url,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "components": [m.status() for m in self._ordered()],
+        }
+
+    def _ordered(self) -> list[ManagedProcess]:
+        dcs = list(self.config.dcs)
+        return sorted(
+            self.processes.values(),
+            key=lambda m: (dcs.index(m.spec.dc), m.spec.kind != "lb", m.spec.index),
+        )
+
+    def write_state(self) -> None:
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.paths.state, self.status())

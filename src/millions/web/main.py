@@ -1,0 +1,144 @@
+"""A stateless web server: uvicorn running any ASGI app with shared sessions.
+
+The server keeps no per-user state: sessions go to the shared store named in the
+config, so the load balancer may send any request to any web server. The process
+handles SIGTERM as a graceful stop (uvicorn finishes in-flight requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from millions.telemetry import logs
+from millions.topology.config import MillionsConfig
+from millions.web.ops import OpsMiddleware
+
+log = logging.getLogger("millions.web")
+SECRET_FILE = "session-secret"
+
+
+class AppImportError(Exception):
+    """The configured `app = "module:attr"` cannot be imported."""
+
+
+def load_app(app_path: str) -> Any:
+    """Import `module:attr`; errors say which part is wrong."""
+    module_name, _, attr = app_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppImportError(f"app: cannot import module {module_name!r}: {exc}") from None
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppImportError(f"app: module {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise AppImportError(f"app: {app_path} is not an ASGI application")
+    return target
+
+
+def session_secret(config: MillionsConfig, run_dir: Path) -> str:
+    """The cookie signing key every web server of a run shares.
+
+    From config or MILLIONS_SESSION_SECRET when set, else generated once per run
+    directory and kept in a file only the owner can read.
+    """
+    if config.sessions.secret:
+        return config.sessions.secret
+    from_env = os.environ.get("MILLIONS_SESSION_SECRET")
+    if from_env:
+        return from_env
+    path = run_dir / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    run_dir.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(candidate)
+    return candidate
+
+
+def prepare_environment(config: MillionsConfig, run_dir: Path, name: str) -> None:
+    """Tell the app where its data lives and who it is (read by the reference app)."""
+    os.environ.setdefault("MILLIONS_DATA_DIR", str(run_dir / "data"))
+    os.environ["MILLIONS_MAX_UPLOAD_BYTES"] = str(config.web.max_upload_bytes)
+    os.environ["MILLIONS_COMPONENT"] = name
+
+
+async def serve(
+    config: MillionsConfig,
+    run_dir: Path,
+    listen: tuple[str, int],
+    name: str,
+    app_path: str | None = None,
+) -> None:
+    """Run one web server until SIGTERM/SIGINT."""
+    from millions.sessions import open_store
+    from millions.sessions.middleware import SessionMiddleware
+
+    prepare_environment(config, run_dir, name)
+    app = load_app(app_path or config.app)
+    store = open_store(config.sessions.engine, config.sessions.url, run_dir)
+    wrapped = OpsMiddleware(
+        SessionMiddleware(
+            app,
+            store,
+            session_secret(config, run_dir),
+            cookie_name=config.sessions.cookie_name,
+            ttl_s=config.sessions.ttl_s,
+        ),
+        component=name,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            wrapped,
+            host=listen[0],
+            port=listen[1],
+            loop="none",
+            http="httptools",
+            lifespan="auto",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+            timeout_keep_alive=75,
+            limit_concurrency=2000,
+        )
+    )
+    log.info("web server starting", extra={"listen": f"{listen[0]}:{listen[1]}"})
+    try:
+        await server.serve()
+    finally:
+        await store.close()
+    log.info("web server stopped")
+
+
+def run(
+    config: MillionsConfig,
+    run_dir: Path,
+    listen: tuple[str, int],
+    name: str,
+    app_path: str | None = None,
+    log_file: Path | None = None,
+) -> None:
+    """Blocking entry point used by `millions web` and the supervisor."""
+    import uvloop
+
+    logs.configure(name, log_file)
+    uvloop.run(serve(config, run_dir, listen, name, app_path))

@@ -1,0 +1,112 @@
+"""The topology config: defaults, validation errors naming the key, TOML round trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from millions.topology.config import ConfigError, MillionsConfig, load, parse, to_toml
+from millions.topology.components import initial_specs
+
+
+def test_default_topology_has_two_dcs_with_one_lb_and_two_web_servers() -> None:
+    config = MillionsConfig()
+    assert list(config.dcs) == ["us-east", "eu-west"]
+    specs = initial_specs(config)
+    names = [s.name for s in specs]
+    assert names == [
+        "web-us-east-1", "web-us-east-2", "web-eu-west-1", "web-eu-west-2",
+        "lb-us-east", "lb-eu-west",
+    ]
+    hosts = [s.host for s in specs]
+    assert len(set(hosts)) == len(hosts), "every component has its own loopback address"
+    assert all(h.startswith("127.") for h in hosts)
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"lb": {"port": "x"}}, "lb.port", "valid integer"),
+        ({"lb": {"port": 70000}}, "lb.port", "less than or equal"),
+        ({"sessions": {"engine": "mysql"}}, "sessions.engine", "'sqlite', 'redis' or 'postgres'"),
+        ({"dcs": {"us-east": {"subnet": "10.0.0"}}}, "dcs.us-east.subnet", "loopback"),
+        ({"dcs": {"us-east": {"subnet": "127.0"}}}, "dcs.us-east.subnet", "three octets"),
+        ({"dcs": {"us-east": {"subnet": "127.0.1", "web": -1}}}, "dcs.us-east.web", "greater"),
+        ({"dcs": {}}, "dcs", "at least one"),
+        ({"dcs": {"a": {"subnet": "127.0.1"}, "b": {"subnet": "127.0.1"}}}, "dcs", "share"),
+        ({"dcs": {"Bad Name": {"subnet": "127.0.1"}}}, "dcs", "must match"),
+        ({"surprise": 1}, "surprise", "unknown key"),
+        ({"lb": {"colour": "red"}}, "lb.colour", "unknown key"),
+        ({"app": "not a path"}, "app", "pattern"),
+    ],
+)
+def test_config_errors_name_the_key(data: dict[str, object], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert info.value.key == key
+    assert problem in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_config_file_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "millions.toml"
+    path.write_text('[dcs.ap-south]\nsubnet = "127.0.9"\nweb = 3\n[lb]\nport = 8181\n')
+    config = load(path)
+    assert list(config.dcs) == ["ap-south"]
+    assert config.dcs["ap-south"].web == 3
+    assert config.lb.port == 8181
+    assert config.lb.ops_port == 9000
+
+
+def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[lb\nport=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(broken)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "absent.toml")
+
+
+def test_effective_config_round_trips_through_toml() -> None:
+    config = MillionsConfig()
+    assert parse(tomllib.loads(to_toml(config))) == config
+
+
+@given(st.integers(min_value=0, max_value=200), st.integers(min_value=2, max_value=250))
+def test_web_count_and_subnet_always_give_distinct_loopback_addresses(web: int, octet: int) -> None:
+    config = parse({"dcs": {"x": {"subnet": f"127.1.{octet}", "web": web}}})
+    hosts = [s.host for s in initial_specs(config)]
+    assert len(hosts) == web + 1
+    assert len(set(hosts)) == len(hosts)
+
+
+def _millions(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "millions", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_config_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[sessions]\nengine = "memcached"\n')
+    run_dir = ["--run-dir", str(tmp_path / "run")]
+    for command in (["config", "show"], ["up", *run_dir], ["up", "--detach", *run_dir]):
+        result = _millions(*command, "--config", str(path))
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert lines == [
+            "config error: sessions.engine: Input should be 'sqlite', 'redis' or 'postgres'"
+        ]
+    assert not (tmp_path / "run").exists(), "nothing started"
+
+
+def test_cli_config_show_prints_effective_toml() -> None:
+    result = _millions("config", "show", "--config", "/dev/null")
+    assert result.returncode == 0
+    assert tomllib.loads(result.stdout)["dcs"]["us-east"]["web"] == 2
