@@ -18,7 +18,9 @@ SERVICES = {
 }
 
 REDIS_URL = os.environ.get("MILLIONS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-POSTGRES_URL = os.environ.get("MILLIONS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "MILLIONS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def service_reachable(name: str) -> bool:

@@ -10,12 +10,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from millions.topology.config import ConfigError, MillionsConfig, load, to_toml
+from millions.topology import config as topology_config
+
+if TYPE_CHECKING:
+    from millions.scenarios import Scenario
+from millions.topology.config import ConfigError, MillionsConfig, to_toml
 
 app = typer.Typer(
     help="millions: the scale-out web architecture (load balancers, stateless web servers, "
@@ -32,17 +36,21 @@ err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML config file (default: ./millions.toml, else built-in)"),
+    typer.Option(
+        "--config", "-c", help="TOML config file (default: ./millions.toml, else built-in)"
+    ),
 ]
 RunDirOption = Annotated[
     Path | None,
-    typer.Option("--run-dir", help="run directory for state, logs and data (default: run_dir in config)"),
+    typer.Option(
+        "--run-dir", help="run directory for state, logs and data (default: run_dir in config)"
+    ),
 ]
 
 
 def load_config(path: Path | None) -> MillionsConfig:
     try:
-        return load(path)
+        return topology_config.load(path)
     except ConfigError as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -189,6 +197,111 @@ def scale(
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective config (the file merged over the built-in defaults) as TOML."""
     print(to_toml(load_config(config)), end="")
+
+
+# -- load and scenarios ----------------------------------------------------------------
+
+
+def _parse_mix(text: str) -> dict[str, float]:
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        action, _, weight = part.partition("=")
+        try:
+            mix[action] = float(weight)
+        except ValueError:
+            typer.echo(f"config error: --mix: expected action=weight, got {part!r}", err=True)
+            raise typer.Exit(2) from None
+    return mix
+
+
+@app.command()
+def load(
+    users: Annotated[int, typer.Option(min=1, max=100_000, help="simulated users")] = 20,
+    duration: Annotated[float, typer.Option(min=0.5, help="seconds of load")] = 30.0,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="total requests/s (open loop); default: as fast as users go"),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="base URL to load (repeatable); default: every DC's load balancer"),
+    ] = None,
+    mix: Annotated[
+        str,
+        typer.Option(help="action weights: browse, me, list, view, upload"),
+    ] = "browse=4,me=2,list=2,view=2,upload=1",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Drive simulated users (own cookies; sign up, log in, browse, upload) at the topology.
+
+    Shows live progress and ends with throughput, latency percentiles and errors.
+    """
+    from millions.load import LoadConfig, LoadRunner, render_report, run_with_progress
+    from millions.topology.components import lb_spec
+
+    settings = load_config(config)
+    targets = target or [lb_spec(settings, dc).url.rstrip("/") for dc in settings.dcs]
+    runner = LoadRunner(
+        LoadConfig(
+            targets=targets, users=users, duration_s=duration, rate=rate, mix=_parse_mix(mix)
+        )
+    )
+    if as_json:
+        report = asyncio.run(runner.run())
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        report = asyncio.run(run_with_progress(runner, console))
+        render_report(report, console)
+
+
+async def run_scenario(chosen: Scenario, settings: MillionsConfig, quiet: bool) -> dict[str, Any]:
+    return await chosen.run(settings, console, quiet)
+
+
+@app.command()
+def scenario(
+    name: Annotated[str | None, typer.Argument(help="scenario to run; omit to list them")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print only the report, as one JSON object")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run a scripted fault demonstration on a freshly started topology and report.
+
+    The topology runs in its own run directory on its own addresses and is stopped
+    afterwards. Exit code 1 when a promise of the design was broken.
+    """
+    from millions.scenarios import registry
+
+    scenarios = registry()
+    if name is None:
+        for item in scenarios.values():
+            console.print(f"[bold]{item.name}[/]  {item.summary}")
+        return
+    chosen = scenarios.get(name)
+    if chosen is None:
+        raise fail(f"no scenario {name!r}; available: {', '.join(scenarios)}", code=2)
+    settings = load_config(config)
+    result = asyncio.run(run_scenario(chosen, settings, as_json))
+    ok = chosen.passed(result)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        from rich.table import Table
+
+        table = Table(
+            title=f"scenario {name}: {'PASSED' if ok else 'FAILED'}", title_justify="left"
+        )
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key, value in result.items():
+            if not isinstance(value, dict | list):
+                table.add_row(key, str(value))
+        console.print(table)
+        for event in result.get("events", []):
+            console.print(f"  t={event['t_s']:>6}s  {event['event']}")
+    raise typer.Exit(0 if ok else 1)
 
 
 # -- single components (the supervisor runs these; usable on their own too) -----------------

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from millions.topology.config import ConfigError, MillionsConfig, load, parse, to_toml
 from millions.topology.components import initial_specs
+from millions.topology.config import ConfigError, MillionsConfig, load, parse, to_toml
 
 
 def test_default_topology_has_two_dcs_with_one_lb_and_two_web_servers() -> None:
@@ -21,8 +21,12 @@ def test_default_topology_has_two_dcs_with_one_lb_and_two_web_servers() -> None:
     specs = initial_specs(config)
     names = [s.name for s in specs]
     assert names == [
-        "web-us-east-1", "web-us-east-2", "web-eu-west-1", "web-eu-west-2",
-        "lb-us-east", "lb-eu-west",
+        "web-us-east-1",
+        "web-us-east-2",
+        "web-eu-west-1",
+        "web-eu-west-2",
+        "lb-us-east",
+        "lb-eu-west",
     ]
     hosts = [s.host for s in specs]
     assert len(set(hosts)) == len(hosts), "every component has its own loopback address"

@@ -21,6 +21,6 @@ class RestartBackoff:
         """Delay before restarting a process that exited after `uptime_s` seconds."""
         if uptime_s >= self.stable_s:
             self.consecutive = 0
-        delay = min(self.cap_s, self.base_s * (2**self.consecutive))
+        delay = min(self.cap_s, self.base_s * float(2**self.consecutive))
         self.consecutive += 1
         return delay

@@ -111,7 +111,7 @@ class ManagedProcess:
 
     async def start(self) -> None:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        output = open(self.paths.output_file(self.spec.name), "ab")  # noqa: SIM115
+        output = self.paths.output_file(self.spec.name).open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *command(self.spec, self.paths),
@@ -282,11 +282,17 @@ class Supervisor:
         while True:
             await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
             for managed in list(self.processes.values()):
-                if managed.state in (ComponentState.RUNNING, ComponentState.UNHEALTHY,
-                                     ComponentState.STARTING):
+                if managed.state in (
+                    ComponentState.RUNNING,
+                    ComponentState.UNHEALTHY,
+                    ComponentState.STARTING,
+                ):
                     healthy = await self._probe(managed.spec)
-                    if managed.state in (ComponentState.RUNNING, ComponentState.UNHEALTHY,
-                                         ComponentState.STARTING):
+                    if managed.state in (
+                        ComponentState.RUNNING,
+                        ComponentState.UNHEALTHY,
+                        ComponentState.STARTING,
+                    ):
                         managed._set(
                             ComponentState.RUNNING if healthy else ComponentState.UNHEALTHY
                         )
@@ -359,9 +365,7 @@ class Supervisor:
             return {"added": added, "removed": removed}
 
     def _write_backends(self, dc: str, specs: list[ComponentSpec]) -> None:
-        write_json_atomic(
-            self.paths.backends_file(dc), {"backends": [s.address for s in specs]}
-        )
+        write_json_atomic(self.paths.backends_file(dc), {"backends": [s.address for s in specs]})
 
     async def _publish_backends(self, dc: str) -> None:
         self._write_backends(dc, [m.spec for m in self.web_servers(dc)])

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from millions.telemetry import logs
 from millions.topology.components import RunPaths
 from millions.topology.config import MillionsConfig
 from millions.topology.control import ControlClient, ControlError, ControlServer
@@ -82,6 +83,7 @@ async def run_foreground(config: MillionsConfig, run_dir: Path, console: Console
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     supervisor.paths.root.mkdir(parents=True, exist_ok=True)
+    logs.configure("supervisor", supervisor.paths.log_file("supervisor"))
     control = ControlServer(supervisor, stop.set)
     await control.start()
     code = 0
@@ -158,8 +160,10 @@ def start_detached(
                 state = {}
             if state.get("phase") == "running" and state.get("supervisor_pid") == child.pid:
                 console.print(status_table(state))
-                console.print(f"running in the background (supervisor pid {child.pid}); "
-                              "`millions down` stops it")
+                console.print(
+                    f"running in the background (supervisor pid {child.pid}); "
+                    "`millions down` stops it"
+                )
                 return 0
             time.sleep(0.1)
     child.send_signal(signal.SIGTERM)
@@ -179,5 +183,7 @@ def stop_detached(run_dir: Path, console: Console, timeout_s: float = 60.0) -> i
                 console.print("stopped: every component exited")
                 return 0
             time.sleep(0.1)
-    console.print(f"[red]the supervisor (pid {client.pid}) is still running after {timeout_s:.0f}s[/]")
+    console.print(
+        f"[red]the supervisor (pid {client.pid}) is still running after {timeout_s:.0f}s[/]"
+    )
     return 1

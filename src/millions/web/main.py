@@ -7,7 +7,6 @@ handles SIGTERM as a graceful stop (uvicorn finishes in-flight requests).
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -89,8 +88,9 @@ async def serve(
     app_path: str | None = None,
 ) -> None:
     """Run one web server until SIGTERM/SIGINT."""
-    from millions.sessions import open_store
     from millions.sessions.middleware import SessionMiddleware
+
+    from millions.sessions import open_store
 
     prepare_environment(config, run_dir, name)
     app = load_app(app_path or config.app)

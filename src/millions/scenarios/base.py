@@ -1,0 +1,82 @@
+"""What every scenario needs: an isolated topology and a timeline of injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from millions.topology.config import DataCenterConfig, MillionsConfig
+from millions.topology.supervisor import Supervisor
+
+SCENARIO_SUBNET_BASE = 201
+
+
+def isolated_config(base: MillionsConfig, run_dir: Path, web: int | None = None) -> MillionsConfig:
+    """The config with scenario-only subnets and run directory."""
+    dcs = {
+        name: DataCenterConfig(
+            subnet=f"127.0.{SCENARIO_SUBNET_BASE + i}", web=dc.web if web is None else web
+        )
+        for i, (name, dc) in enumerate(base.dcs.items())
+    }
+    return base.model_copy(update={"dcs": dcs, "run_dir": str(run_dir)})
+
+
+@contextlib.asynccontextmanager
+async def fresh_topology(
+    base: MillionsConfig, console: Console, quiet: bool, keep_run_dir: bool = False
+) -> AsyncIterator[Supervisor]:
+    """Start a topology in a new run directory; stop it (and remove the directory) after."""
+    run_dir = Path(tempfile.mkdtemp(prefix="millions-scenario-"))
+    config = isolated_config(base, run_dir)
+    supervisor = Supervisor(config, run_dir)
+    try:
+        if quiet:
+            await supervisor.start()
+        else:
+            with console.status("starting a fresh topology…") as spinner:
+                await supervisor.start(progress=lambda message: spinner.update(message))
+            console.print(f"topology up in {run_dir}")
+        yield supervisor
+    finally:
+        await supervisor.stop()
+        if not keep_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@dataclass
+class Timeline:
+    """Injected events with their time since the start of load."""
+
+    started: float = field(default_factory=time.monotonic)
+    events: list[dict[str, object]] = field(default_factory=list)
+    console: Console | None = None
+
+    def mark(self, what: str) -> None:
+        at = round(time.monotonic() - self.started, 2)
+        self.events.append({"t_s": at, "event": what})
+        if self.console is not None:
+            self.console.log(what)
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str
+) -> None:
+    """Poll `predicate` every 50 ms until true; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
