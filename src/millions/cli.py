@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -228,8 +229,8 @@ def load(
     ] = None,
     mix: Annotated[
         str,
-        typer.Option(help="action weights: browse, me, list, view, upload"),
-    ] = "browse=4,me=2,list=2,view=2,upload=1",
+        typer.Option(help="action weights: browse, me, list, view, image, upload"),
+    ] = "browse=4,me=2,list=2,view=2,image=2,upload=1",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -237,21 +238,32 @@ def load(
 
     Shows live progress and ends with throughput, latency percentiles and errors.
     """
-    from millions.load import LoadConfig, LoadRunner, render_report, run_with_progress
+    from millions.load import LoadConfig, LoadReport, LoadRunner, render_report, run_with_progress
     from millions.topology.components import lb_spec
 
     settings = load_config(config)
     targets = target or [lb_spec(settings, dc).url.rstrip("/") for dc in settings.dcs]
-    runner = LoadRunner(
-        LoadConfig(
-            targets=targets, users=users, duration_s=duration, rate=rate, mix=_parse_mix(mix)
+    try:
+        runner = LoadRunner(
+            LoadConfig(
+                targets=targets, users=users, duration_s=duration, rate=rate, mix=_parse_mix(mix)
+            )
         )
-    )
+    except ValueError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def drive() -> LoadReport:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, runner.stop)
+        if as_json:
+            return await runner.run()
+        return await run_with_progress(runner, console)
+
+    report = asyncio.run(drive())
     if as_json:
-        report = asyncio.run(runner.run())
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        report = asyncio.run(run_with_progress(runner, console))
         render_report(report, console)
 
 

@@ -91,9 +91,9 @@ class LoadConfig:
             )
         _require(sum(self.mix.values()) > 0, "mix", "at least one weight must be > 0")
         _require(
-            100 <= self.upload_bytes <= MAX_UPLOAD_BYTES,
+            1024 <= self.upload_bytes <= MAX_UPLOAD_BYTES,
             "upload_bytes",
-            f"must be between 100 and {MAX_UPLOAD_BYTES}, got {self.upload_bytes}",
+            f"must be between 1024 and {MAX_UPLOAD_BYTES}, got {self.upload_bytes}",
         )
         _require(
             self.upload_format in ("jpeg", "png"),

@@ -58,3 +58,27 @@ def exception_failure(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientError):
         return "client_error"
     return "os_error"
+
+
+def identity_failure(document: object, username: str) -> str | None:
+    """A signup/login/me answer must name the user who asked; anyone else is a session mix-up."""
+    if not isinstance(document, dict) or not isinstance(document.get("username"), str):
+        return BAD_RESPONSE
+    return None if document["username"] == username else WRONG_USER
+
+
+def upload_failure(document: object) -> str | None:
+    """An upload answer must carry the new photo's id."""
+    if not isinstance(document, dict) or not isinstance(document.get("id"), str | int):
+        return BAD_RESPONSE
+    return None
+
+
+def photo_list_failure(document: object) -> str | None:
+    """A photo list answer is {"photos": [{"id": ...}, ...]}."""
+    if not isinstance(document, dict) or not isinstance(document.get("photos"), list):
+        return BAD_RESPONSE
+    for photo in document["photos"]:
+        if not isinstance(photo, dict) or not isinstance(photo.get("id"), str | int):
+            return BAD_RESPONSE
+    return None

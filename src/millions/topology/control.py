@@ -49,7 +49,7 @@ class ControlServer:
         app.router.add_post("/down", self._down)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
         await web.SockSite(self._runner, listener).start()
