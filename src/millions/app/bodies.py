@@ -24,7 +24,11 @@ class BodyTooLarge(Exception):
 
 
 class BadBody(Exception):
-    """The body is not what the endpoint accepts; the message says what was expected."""
+    """The body is not what the endpoint accepts: 415 for the wrong media type, else 400."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def declared_length(request: Request) -> int | None:
@@ -66,12 +70,12 @@ def media_type(request: Request) -> str:
 async def json_object(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object; BadBody or BodyTooLarge otherwise."""
     if media_type(request) != "application/json":
-        raise BadBody("send the body as application/json")
+        raise BadBody(415, "send the body as application/json")
     body = await limited(request, limit).body()
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise BadBody("the body is not valid JSON") from None
+        raise BadBody(400, "the body is not valid JSON") from None
     if not isinstance(document, dict):
-        raise BadBody("the body must be a JSON object")
+        raise BadBody(400, "the body must be a JSON object")
     return document

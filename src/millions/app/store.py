@@ -13,7 +13,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -126,54 +126,61 @@ class SqliteAppStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute("PRAGMA foreign_keys = ON")
+            for pragma in (
+                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = NORMAL",
+                "PRAGMA foreign_keys = ON",
+            ):
+                await db.execute_fetchall(pragma)
             await db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
         except BaseException:
             await db.close()
             raise
         return cls(db)
 
+    async def _rows(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """Run one statement to completion in a single call on the connection's thread.
+
+        The connection serves many requests at once. A statement left open across two
+        calls (execute, then fetch) would pin a read snapshot, and another request's
+        INSERT interleaved on the same connection after another process's commit would
+        fail at once with SQLITE_BUSY_SNAPSHOT, which busy_timeout does not retry.
+        """
+        return [tuple(row) for row in await self._db.execute_fetchall(sql, parameters)]
+
     async def create_user(self, username: str, password_hash: str) -> User:
         created_at = time.time()
         try:
-            async with self._db.execute(
-                "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
+            rows = await self._rows(
+                "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)"
+                " RETURNING id",
                 (username, password_hash, created_at),
-            ) as cursor:
-                user_id = cursor.lastrowid
+            )
         except sqlite3.IntegrityError:
             raise UsernameTaken(username) from None
-        assert user_id is not None
-        return User(user_id, username, password_hash, created_at)
+        return User(rows[0][0], username, password_hash, created_at)
 
     async def user_by_id(self, user_id: int) -> User | None:
-        async with self._db.execute(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else User(*row)
+        rows = await self._rows(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return User(*rows[0]) if rows else None
 
     async def user_by_name(self, username: str) -> User | None:
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else User(*row)
+        )
+        return User(*rows[0]) if rows else None
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
-        cursor = await self._db.execute(
+        await self._rows(
             "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
         )
-        await cursor.close()
 
     async def add_photo(self, photo: NewPhoto) -> Photo:
         created_at = time.time()
-        async with self._db.execute(
+        rows = await self._rows(
             "INSERT INTO photos (owner_id, owner_username, title, content_type, width, height,"
-            " size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 photo.owner_id,
                 photo.owner_username,
@@ -185,11 +192,9 @@ class SqliteAppStore:
                 photo.sha256,
                 created_at,
             ),
-        ) as cursor:
-            photo_id = cursor.lastrowid
-        assert photo_id is not None
+        )
         return Photo(
-            id=photo_id,
+            id=rows[0][0],
             owner_id=photo.owner_id,
             owner_username=photo.owner_username,
             title=photo.title,
@@ -202,18 +207,14 @@ class SqliteAppStore:
         )
 
     async def photo(self, photo_id: int) -> Photo | None:
-        async with self._db.execute(
-            f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (photo_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else Photo(*row)
+        rows = await self._rows(f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (photo_id,))
+        return Photo(*rows[0]) if rows else None
 
     async def photos_of(self, owner_id: int, limit: int) -> list[Photo]:
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE owner_id = ? ORDER BY id DESC LIMIT ?",
             (owner_id, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [Photo(*row) for row in rows]
 
     async def close(self) -> None:

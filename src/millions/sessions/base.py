@@ -7,8 +7,50 @@ therefore answer any request, and servers can come and go freely.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
+
+
+class SessionDataError(ValueError):
+    """Session data that cannot be stored: not a dict with str keys of JSON values."""
+
+
+class SessionStoreError(Exception):
+    """The store failed or is unreachable; engines wrap their driver's errors in this."""
+
+
+def encode_data(data: dict[str, Any]) -> str:
+    """The stored form of session data: compact JSON, checked before any store write."""
+    if not isinstance(data, dict):
+        raise SessionDataError(f"session data must be a dict, not {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise SessionDataError(f"session keys must be str, got {key!r}")
+    try:
+        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SessionDataError(f"session data is not JSON-serializable: {exc}") from exc
+
+
+def decode_data(stored: str | bytes) -> dict[str, Any] | None:
+    """Session data from its stored form; None when the record is not a JSON object.
+
+    A corrupt record reads as no session (the user starts afresh) instead of failing
+    every later request that carries its cookie.
+    """
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_ttl(ttl_s: int) -> int:
+    """Reject expiries a store cannot honour (Redis refuses EX 0)."""
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 1:
+        raise ValueError(f"ttl_s must be a whole number of seconds >= 1, got {ttl_s!r}")
+    return ttl_s
 
 
 class SessionStore(Protocol):
@@ -54,6 +96,10 @@ class Session(MutableMapping[str, Any]):
     `rotate()` after a login (a new id, the same data: defeats session fixation) and
     `destroy()` on logout (the server-side record is deleted and the cookie cleared).
     The middleware persists it before the response headers leave.
+
+    Changes are noticed through item assignment and deletion: to change a nested value,
+    assign the key again (`session["cart"] = cart + [item]`), since mutating it in place
+    (`session["cart"].append(item)`) does not mark the session modified.
     """
 
     __slots__ = ("_data", "destroyed", "id", "modified", "rotated_from")

@@ -1,0 +1,127 @@
+"""The JSON API (the load generator drives these exact routes).
+
+Every unsafe request passes the same-origin check of `csrf.cross_origin_reason`; bodies
+are JSON (signup, login) or multipart (photo upload), read with a byte limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from millions.app import accounts, csrf
+from millions.app.bodies import BadBody, BodyTooLarge, json_object
+from millions.app.media import photo_json
+from millions.app.state import app_state, current_user, session_of
+from millions.app.uploads import UploadError, receive_upload
+from millions.app.validation import parse_id
+
+JSON_BODY_LIMIT = 16 * 1024
+PHOTO_LIST_LIMIT = 100
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def same_origin(endpoint: Endpoint) -> Endpoint:
+    """Refuse unsafe requests that a browser labels as coming from another site."""
+
+    @wraps(endpoint)
+    async def checked(request: Request) -> Response:
+        reason = csrf.cross_origin_reason(request.method, request.headers)
+        if reason is not None:
+            return error(403, reason)
+        return await endpoint(request)
+
+    return checked
+
+
+async def _credentials(request: Request) -> tuple[str, str]:
+    try:
+        document = await json_object(request, JSON_BODY_LIMIT)
+    except BodyTooLarge as exc:
+        raise accounts.AccountError(413, str(exc)) from None
+    except BadBody as exc:
+        raise accounts.AccountError(exc.status, str(exc)) from None
+    return accounts.credentials(document.get("username"), document.get("password"))
+
+
+@same_origin
+async def signup(request: Request) -> Response:
+    try:
+        username, password = await _credentials(request)
+        user = await accounts.sign_up(app_state(request), username, password)
+    except accounts.AccountError as exc:
+        return error(exc.status, exc.message)
+    accounts.start_session(session_of(request), user)
+    return JSONResponse({"id": user.id, "username": user.username}, status_code=201)
+
+
+@same_origin
+async def login(request: Request) -> Response:
+    try:
+        username, password = await _credentials(request)
+        user = await accounts.log_in(app_state(request), username, password)
+    except accounts.AccountError as exc:
+        return error(exc.status, exc.message)
+    accounts.start_session(session_of(request), user)
+    return JSONResponse({"id": user.id, "username": user.username})
+
+
+@same_origin
+async def logout(request: Request) -> Response:
+    accounts.end_session(session_of(request))
+    return Response(status_code=204)
+
+
+async def me(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return error(401, "not logged in")
+    return JSONResponse({"id": user.id, "username": user.username})
+
+
+async def list_photos(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return error(401, "not logged in")
+    photos = await app_state(request).store.photos_of(user.id, PHOTO_LIST_LIMIT)
+    return JSONResponse({"photos": [photo_json(photo) for photo in photos]})
+
+
+@same_origin
+async def upload_photo(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return error(401, "not logged in")
+    try:
+        photo = await receive_upload(request, app_state(request), user)
+    except UploadError as exc:
+        return error(exc.status, exc.message)
+    return JSONResponse(photo_json(photo), status_code=201)
+
+
+async def get_photo(request: Request) -> Response:
+    photo_id = parse_id(request.path_params["photo_id"])
+    photo = None if photo_id is None else await app_state(request).store.photo(photo_id)
+    if photo is None:
+        return error(404, "no such photo")
+    return JSONResponse(photo_json(photo))
+
+
+routes = [
+    Route("/api/signup", signup, methods=["POST"]),
+    Route("/api/login", login, methods=["POST"]),
+    Route("/api/logout", logout, methods=["POST"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/api/photos", list_photos, methods=["GET"]),
+    Route("/api/photos", upload_photo, methods=["POST"]),
+    Route("/api/photos/{photo_id}", get_photo, methods=["GET"]),
+]

@@ -1,0 +1,86 @@
+"""The photo-sharing reference app: `create_app()` builds it, `millions.app:app` is one.
+
+Run by `millions web` (uvicorn, wrapped in the shared-session middleware) on several
+stateless web servers that share one data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from millions.app import api, pages
+from millions.app.errors import http_error, server_error
+from millions.app.headers import ServerHeadersMiddleware
+from millions.app.media import photo_image
+from millions.app.passwords import Passwords
+from millions.app.photo_files import PhotoFiles
+from millions.app.rendering import STATIC_DIR, Renderer
+from millions.app.settings import AppSettings, current_settings
+from millions.app.state import STATE_KEY, AppState
+from millions.app.store import SqliteAppStore
+
+log = logging.getLogger("millions.app")
+
+
+def create_app(
+    data_dir: Path | None = None,
+    max_upload_bytes: int | None = None,
+    *,
+    password_hasher: PasswordHasher | None = None,
+) -> Starlette:
+    """The app; None arguments come from MILLIONS_DATA_DIR / MILLIONS_MAX_UPLOAD_BYTES.
+
+    `password_hasher` exists for tests, which use argon2's cheapest profile to stay fast.
+    """
+    settings = current_settings(data_dir, max_upload_bytes)
+    hasher = password_hasher or PasswordHasher()
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
+        async with open_resources(settings, hasher) as state:
+            yield {STATE_KEY: state}
+
+    app = Starlette(
+        routes=[
+            *pages.routes,
+            *api.routes,
+            Route("/photos/{photo_id}/image", photo_image, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ],
+        middleware=[Middleware(ServerHeadersMiddleware, component=settings.component)],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.renderer = Renderer(settings.component)
+    app.state.settings = settings
+    return app
+
+
+@asynccontextmanager
+async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> AsyncIterator[AppState]:
+    """The database, the photo folder and the hashing threads of one web server process."""
+    settings.photos_dir.mkdir(parents=True, exist_ok=True)
+    store = await SqliteAppStore.open(settings.database_path)
+    passwords = Passwords(hasher)
+    log.info("app ready", extra={"data_dir": str(settings.data_dir)})
+    try:
+        yield AppState(
+            settings=settings,
+            store=store,
+            files=PhotoFiles(settings.photos_dir),
+            passwords=passwords,
+        )
+    finally:
+        await store.close()
+        passwords.close()

@@ -1,0 +1,90 @@
+"""Serving photo bytes: immutable by id, so caches (the CDN edge, browsers) may keep them.
+
+The ETag is the content hash, so every web server computes the same one for a photo
+and a revalidation answered by any server matches. Conditional requests follow RFC 9110
+section 13: If-None-Match wins over If-Modified-Since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from email.utils import formatdate, parsedate_to_datetime
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from millions.app.errors import not_found
+from millions.app.state import app_state
+from millions.app.store import Photo
+from millions.app.urls import image_url, page_url
+from millions.app.validation import parse_id
+
+IMAGE_CACHE_CONTROL = "public, max-age=86400"
+log = logging.getLogger("millions.app")
+
+
+def photo_json(photo: Photo) -> dict[str, object]:
+    """The JSON API's description of a photo."""
+    return {
+        "id": photo.id,
+        "title": photo.title,
+        "owner": photo.owner_username,
+        "content_type": photo.content_type,
+        "width": photo.width,
+        "height": photo.height,
+        "bytes": photo.size_bytes,
+        "created_at": photo.created_at,
+        "url": image_url(photo.id),
+        "page_url": page_url(photo.id),
+    }
+
+
+def etag_of(photo: Photo) -> str:
+    return f'"{photo.sha256}"'
+
+
+def http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def is_not_modified(request_headers: Mapping[str, str], etag: str, last_modified: float) -> bool:
+    """Whether a GET with these headers may be answered 304 for this representation."""
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match is not None:
+        wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in wanted or etag.removeprefix("W/") in wanted
+    if_modified_since = request_headers.get("if-modified-since")
+    if if_modified_since is None:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return int(last_modified) <= since
+
+
+async def photo_image(request: Request) -> Response:
+    """GET /photos/{photo_id}/image."""
+    photo_id = parse_id(request.path_params["photo_id"])
+    photo = None if photo_id is None else await app_state(request).store.photo(photo_id)
+    if photo is None:
+        return not_found(request)
+    headers = {
+        "etag": etag_of(photo),
+        "last-modified": http_date(photo.created_at),
+        "cache-control": IMAGE_CACHE_CONTROL,
+    }
+    if is_not_modified(request.headers, headers["etag"], photo.created_at):
+        return Response(status_code=304, headers=headers)
+    path = app_state(request).files.path(photo.sha256, photo.content_type)
+    try:
+        stat_result = await asyncio.to_thread(os.stat, path)
+    except FileNotFoundError:
+        log.error("photo file missing", extra={"photo_id": photo.id, "path": str(path)})
+        return not_found(request)
+    return FileResponse(
+        path, headers=headers, media_type=photo.content_type, stat_result=stat_result
+    )
