@@ -140,7 +140,7 @@ class ControlClient:
             raise ControlError(
                 f"no topology is running in {self.paths.root}; start one with `millions up`"
             ) from None
-        if not _pid_alive(self.pid):
+        if not pid_alive(self.pid):
             raise ControlError(
                 f"the supervisor of {self.paths.root} (pid {self.pid}) is gone; "
                 "start again with `millions up`"
@@ -165,11 +165,16 @@ class ControlClient:
         return asyncio.run(self.call(method, path, body))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (dead, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True

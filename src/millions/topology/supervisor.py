@@ -68,6 +68,8 @@ def addresses_in_use(specs: list[ComponentSpec]) -> list[str]:
     for spec in specs:
         for host, port in spec.bind_addresses():
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # as the servers do: a port in TIME_WAIT from a previous run is free to use
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((host, port))
                 except OSError:

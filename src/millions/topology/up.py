@@ -19,7 +19,7 @@ from rich.table import Table
 from millions.telemetry import logs
 from millions.topology.components import RunPaths
 from millions.topology.config import MillionsConfig
-from millions.topology.control import ControlClient, ControlError, ControlServer
+from millions.topology.control import ControlClient, ControlError, ControlServer, pid_alive
 from millions.topology.supervisor import StartupError, Supervisor
 
 STATE_STYLE = {
@@ -177,9 +177,7 @@ def stop_detached(run_dir: Path, console: Console, timeout_s: float = 60.0) -> i
     deadline = time.monotonic() + timeout_s
     with console.status(f"stopping the topology (supervisor pid {client.pid})…"):
         while time.monotonic() < deadline:
-            try:
-                os.kill(client.pid, 0)
-            except ProcessLookupError:
+            if not pid_alive(client.pid):
                 console.print("stopped: every component exited")
                 return 0
             time.sleep(0.1)
