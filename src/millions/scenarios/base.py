@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from millions.telemetry import logs
 from millions.topology.config import DataCenterConfig, MillionsConfig
 from millions.topology.supervisor import Supervisor
 
@@ -38,6 +39,7 @@ async def fresh_topology(
     run_dir = Path(tempfile.mkdtemp(prefix="millions-scenario-"))
     config = isolated_config(base, run_dir)
     supervisor = Supervisor(config, run_dir)
+    logs.configure("scenario", supervisor.paths.log_file("supervisor"))
     try:
         if quiet:
             await supervisor.start()
