@@ -88,9 +88,8 @@ async def serve(
     app_path: str | None = None,
 ) -> None:
     """Run one web server until SIGTERM/SIGINT."""
-    from millions.sessions.middleware import SessionMiddleware
-
     from millions.sessions import open_store
+    from millions.sessions.middleware import SessionMiddleware
 
     prepare_environment(config, run_dir, name)
     app = load_app(app_path or config.app)
