@@ -47,6 +47,7 @@ RunDirOption = Annotated[
         "--run-dir", help="run directory for state, logs and data (default: run_dir in config)"
     ),
 ]
+LogFileOption = Annotated[Path | None, typer.Option(help="JSON-lines log file (default: stderr)")]
 
 
 def load_config(path: Path | None) -> MillionsConfig:
@@ -326,9 +327,7 @@ def web(
     app_path: Annotated[
         str | None, typer.Option("--app", help="ASGI app as module:attr (default: app in config)")
     ] = None,
-    log_file: Annotated[
-        Path | None, typer.Option(help="JSON-lines log file (default: stderr)")
-    ] = None,
+    log_file: LogFileOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
 ) -> None:
@@ -358,9 +357,7 @@ def lb(
         typer.Option(help='JSON file {"backends": [...]}, reread on SIGHUP'),
     ] = None,
     name: Annotated[str, typer.Option(help="component name for logs")] = "lb",
-    log_file: Annotated[
-        Path | None, typer.Option(help="JSON-lines log file (default: stderr)")
-    ] = None,
+    log_file: LogFileOption = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
 ) -> None:

@@ -7,6 +7,7 @@ token, checked before anything changes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -19,7 +20,7 @@ from millions.app import accounts, csrf
 from millions.app.bodies import BodyTooLarge, limited
 from millions.app.errors import error_response, not_found
 from millions.app.rendering import renderer_of
-from millions.app.state import app_state, current_user, session_of
+from millions.app.state import AppState, app_state, current_user, session_of
 from millions.app.store import User
 from millions.app.uploads import UploadError, receive_upload
 from millions.app.urls import page_url
@@ -91,19 +92,32 @@ async def signup_form(request: Request) -> Response:
     return account_form(request, "signup.html")
 
 
-async def signup_submit(request: Request) -> Response:
+async def _account_submit(
+    request: Request,
+    template: str,
+    act: Callable[[AppState, str, str], Awaitable[User]],
+    rule_status: int,
+) -> Response:
+    """Sign-up and log-in forms: validate, act, start the session, redirect home.
+
+    `rule_status` is the status a broken username/password rule (422 in the API) gets.
+    """
     username = ""
     try:
         form = await read_form(request)
         raw_username = form.get("username")
         username = raw_username if isinstance(raw_username, str) else ""
         name, password = accounts.credentials(raw_username, form.get("password"))
-        user = await accounts.sign_up(app_state(request), name, password)
+        user = await act(app_state(request), name, password)
     except (FormRejected, accounts.AccountError) as exc:
-        status = 400 if exc.status == 422 else exc.status
-        return account_form(request, "signup.html", username, exc.message, status)
+        status = rule_status if exc.status == 422 else exc.status
+        return account_form(request, template, username, exc.message, status)
     accounts.start_session(session_of(request), user)
     return see_other("/")
+
+
+async def signup_submit(request: Request) -> Response:
+    return await _account_submit(request, "signup.html", accounts.sign_up, 400)
 
 
 async def login_form(request: Request) -> Response:
@@ -113,17 +127,7 @@ async def login_form(request: Request) -> Response:
 
 
 async def login_submit(request: Request) -> Response:
-    username = ""
-    try:
-        form = await read_form(request)
-        raw_username = form.get("username")
-        username = raw_username if isinstance(raw_username, str) else ""
-        name, password = accounts.credentials(raw_username, form.get("password"))
-        user = await accounts.log_in(app_state(request), name, password)
-    except (FormRejected, accounts.AccountError) as exc:
-        return account_form(request, "login.html", username, exc.message, exc.status)
-    accounts.start_session(session_of(request), user)
-    return see_other("/")
+    return await _account_submit(request, "login.html", accounts.log_in, 422)
 
 
 async def logout_submit(request: Request) -> Response:
