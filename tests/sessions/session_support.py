@@ -1,12 +1,10 @@
 """Test doubles and helpers for the sessions tests.
 
-The root tests/conftest.py is loaded by file path: pytest imports every conftest.py as
-the module `conftest`, so `from conftest import ...` finds whichever was imported last.
+Service gating comes from tests/services.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
@@ -23,17 +21,8 @@ from millions.sessions.base import SessionStore, SessionStoreError, check_ttl, e
 from millions.sessions.postgres import PostgresSessionStore
 from millions.sessions.redis import RedisSessionStore
 from millions.sessions.sqlite import SqliteSessionStore
-
-_spec = importlib.util.spec_from_file_location(
-    "millions_tests_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_root_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root_conftest)
-
-require_service: Callable[[str], None] = _root_conftest.require_service
-REDIS_URL: str = _root_conftest.REDIS_URL
-POSTGRES_URL: str = _root_conftest.POSTGRES_URL
+from services import POSTGRES_URL, REDIS_URL
+from services import require_service as require_service
 
 ENGINE_NAMES = ("sqlite", "redis", "postgres")
 
