@@ -104,7 +104,7 @@ def up(
         else:
             code = asyncio.run(run_foreground(settings, directory, console))
     except StartupError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), code=exc.exit_code) from None
     raise typer.Exit(code)
 
 

@@ -293,3 +293,15 @@ def test_children_die_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     # a second `up` on the same run dir works once the old supervisor is gone
     assert topo.cli("up", "--detach").returncode == 0
     assert topo.cli("down").returncode == 0
+
+
+def test_an_app_that_cannot_be_imported_fails_start_up_fast_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "millions.toml"
+    config.write_text('app = "no_such_module_xyz:app"\n' + CONFIG.replace("127.0.71", "127.0.74"))
+    topo = Topology(config, tmp_path / "run")
+    started = time.monotonic()
+    result = topo.cli("up", "--detach")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "config error: app: cannot import module 'no_such_module_xyz'" in result.stdout
+    assert time.monotonic() - started < 20
+    assert topo.cli("status").returncode == 1, "nothing left running"

@@ -41,10 +41,18 @@ log = logging.getLogger("millions.supervisor")
 
 PR_SET_PDEATHSIG = 1
 HEALTH_PROBE_INTERVAL_S = 1.0
+CONFIG_ERROR_EXIT = 2  # a component that exits 2 at start-up will never come up: fail fast
 
 
 class StartupError(Exception):
-    """A component did not become healthy; the message says which and where its log is."""
+    """A component did not become healthy; the message says which and where its log is.
+
+    `exit_code` is 2 when the cause is the config (say, an app that cannot be imported).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class ComponentState(enum.StrEnum):
@@ -259,15 +267,24 @@ class Supervisor:
             if await self._probe(managed.spec):
                 managed._set(ComponentState.RUNNING)
                 return
-            process = managed.process
-            if process is not None and process.returncode is not None and managed.restarts > 3:
-                break
+            if managed.last_exit == CONFIG_ERROR_EXIT:
+                raise StartupError(
+                    f"{managed.spec.name}: {self._last_output_line(managed)}", CONFIG_ERROR_EXIT
+                )
             await asyncio.sleep(0.1)
         raise StartupError(
             f"{managed.spec.name} did not become healthy at {managed.spec.health_url}; "
             f"see {self.paths.output_file(managed.spec.name)} and "
             f"{self.paths.log_file(managed.spec.name)}"
         )
+
+    def _last_output_line(self, managed: ManagedProcess) -> str:
+        try:
+            lines = self.paths.output_file(managed.spec.name).read_text(errors="replace")
+        except OSError:
+            return f"exited with code {managed.last_exit}"
+        tail = lines.strip().splitlines()
+        return tail[-1] if tail else f"exited with code {managed.last_exit}"
 
     async def _probe(self, spec: ComponentSpec) -> bool:
         assert self._http is not None

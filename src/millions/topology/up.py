@@ -100,9 +100,9 @@ async def run_foreground(config: MillionsConfig, run_dir: Path, console: Console
                 await starting
             console.print("[yellow]interrupted during start-up[/]")
             code = 130
-        elif starting.exception() is not None:
-            console.print(f"[red]start-up failed:[/] {starting.exception()}")
-            code = 1
+        elif (failure := starting.exception()) is not None:
+            console.print(f"[red]start-up failed:[/] {failure}")
+            code = failure.exit_code if isinstance(failure, StartupError) else 1
         else:
             stopping.cancel()
             console.print(status_table(supervisor.status()))
@@ -153,7 +153,7 @@ def start_detached(
                 console.print(f"[red]start-up failed[/] (exit {child.returncode}):")
                 for line in tail:
                     console.print(f"  {line}", markup=False)
-                return 1
+                return child.returncode if child.returncode == 2 else 1
             try:
                 state = json.loads(paths.state.read_text())
             except (OSError, ValueError):
