@@ -382,6 +382,39 @@ def lb(
     )
 
 
+@app.command()
+def edge(
+    origin: Annotated[str, typer.Option(help="origin base URL, e.g. http://127.0.1.1:8080")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT for client traffic")] = "127.0.0.1:8081",
+    ops: Annotated[
+        str | None, typer.Option(help="HOST:PORT for /healthz and /metrics (default: none)")
+    ] = None,
+    max_bytes: Annotated[int, typer.Option(min=1, help="cache size budget in bytes (memory)")] = 256
+    * 1024
+    * 1024,
+    name: Annotated[str, typer.Option(help="component name for logs and Via")] = "edge",
+    log_file: LogFileOption = None,
+) -> None:
+    """Run one CDN edge: an RFC 9111 caching reverse proxy in front of ORIGIN.
+
+    Answers hits from its cache (X-Cache: HIT/MISS/STALE/REVALIDATED/PASS, Age, Via),
+    coalesces concurrent misses into one origin fetch, and serves stale on origin errors
+    where the origin allows it (stale-if-error).
+    """
+    from millions.edge.main import run
+
+    listen_address = parse_address(listen, "--listen")
+    ops_address = parse_address(ops, "--ops") if ops else None
+    if not origin.startswith("http://"):
+        typer.echo(f"config error: --origin: expected http://HOST:PORT, got {origin!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        run(listen_address, origin, ops_address, max_bytes, name, log_file)
+    except ValueError as exc:
+        typer.echo(f"config error: --origin: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     try:
         app()

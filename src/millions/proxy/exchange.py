@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from millions.proxy.http11 import (
     CHUNKED_HEADER,
     CHUNKED_LINE,
     CLOSE_LINE,
+    COLON_SP,
+    CONNECTION_CLOSE,
+    CONNECTION_KEEP_ALIVE,
     CONTINUE_100,
     CRLF,
     HEAD_END,
@@ -30,6 +34,7 @@ from millions.proxy.http11 import (
     chunk_size_line,
     content_length_line,
     local_response,
+    status_line,
     status_start,
 )
 from millions.proxy.upstream import UpstreamConnection, UpstreamPool
@@ -111,6 +116,7 @@ class Exchange:
         "picker",
         "pool",
         "request_id",
+        "response_head_hook",
         "sent_once",
         "stale_pool",
         "started",
@@ -156,6 +162,10 @@ class Exchange:
         self.status = 0
         self.chunking = False
         self.close_after = False
+        #: Called with the upstream's final status and header block (lines each preceded
+        #: by CRLF); returns the block to pass on. The edge reads Location there to
+        #: invalidate after unsafe methods and adds X-Cache and Via.
+        self.response_head_hook: Callable[[int, bytes], bytes] | None = None
 
     def __repr__(self) -> str:
         return f"Exchange({self.method!r} {self.target!r}, state={self.state})"
@@ -221,6 +231,39 @@ class Exchange:
                 extra_headers=extra_headers,
             )
         )
+        self.flush()
+        self._finished(self.client.loop.time())
+
+    def respond_composed(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Answer locally with header lines the caller composed (the edge answering from
+        its cache). Content-Length and the connection fields are added here; a HEAD
+        request gets the head only; 1xx, 204 and 304 never carry a body."""
+        if self.state == DONE:
+            return
+        if self.state == RESPONDING:
+            self._abort_client()
+            return
+        self._detach_upstream()
+        close = not self.keep_alive or not self.body_complete or self.client.closing
+        self.body_pending = None
+        self.status = status
+        self.close_after = close
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts += (name, COLON_SP, value, CRLF)
+        bodiless = status < 200 or status in (204, 304)
+        if not bodiless:
+            parts.append(content_length_line(len(body)))
+        if close:
+            parts.append(CONNECTION_CLOSE)
+        elif not self.http11:
+            parts.append(CONNECTION_KEEP_ALIVE)
+        parts.append(CRLF)
+        if not bodiless and self.method != _HEAD:
+            parts.append(body)
+        self.out.append(b"".join(parts))
         self.flush()
         self._finished(self.client.loop.time())
 
@@ -455,6 +498,9 @@ class Exchange:
         """The final response head: `block` holds its end-to-end header lines;
         `delimited` is False when the body runs until the upstream closes or is chunked
         (then it is re-chunked for HTTP/1.1 clients)."""
+        hook = self.response_head_hook
+        if hook is not None:
+            block = hook(status, block)
         self.state = RESPONDING
         self.status = status
         close = not self.keep_alive or not self.body_complete or self.client.closing
