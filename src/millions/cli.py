@@ -7,6 +7,7 @@ built-in default); a config problem prints one line naming the key and exits wit
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import signal
 import sys
@@ -389,11 +390,20 @@ def edge(
     ops: Annotated[
         str | None, typer.Option(help="HOST:PORT for /healthz and /metrics (default: none)")
     ] = None,
-    max_bytes: Annotated[int, typer.Option(min=1, help="cache size budget in bytes (memory)")] = 256
-    * 1024
-    * 1024,
     name: Annotated[str, typer.Option(help="component name for logs and Via")] = "edge",
     log_file: LogFileOption = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="disk cache directory, kept across restarts (default: a temp dir)"),
+    ] = None,
+    memory_bytes: Annotated[int, typer.Option(min=1, help="memory tier budget in bytes")] = 256
+    * 1024
+    * 1024,
+    disk_bytes: Annotated[int, typer.Option(min=1, help="disk tier budget in bytes")] = 1 << 30,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(envvar="MILLIONS_ADMIN_TOKEN", help="bearer token for POST /purge on --ops"),
+    ] = None,
 ) -> None:
     """Run one CDN edge: an RFC 9111 caching reverse proxy in front of ORIGIN.
 
@@ -405,14 +415,38 @@ def edge(
 
     listen_address = parse_address(listen, "--listen")
     ops_address = parse_address(ops, "--ops") if ops else None
+    if ops_address is not None and not _is_loopback(ops_address[0]):
+        typer.echo(
+            f"config error: --ops: the admin listener must be on loopback, got {ops_address[0]}",
+            err=True,
+        )
+        raise typer.Exit(2)
     if not origin.startswith("http://"):
         typer.echo(f"config error: --origin: expected http://HOST:PORT, got {origin!r}", err=True)
         raise typer.Exit(2)
+    parse_address(origin.removeprefix("http://").split("/", 1)[0], "--origin")
     try:
-        run(listen_address, origin, ops_address, max_bytes, name, log_file)
+        run(
+            listen_address,
+            origin,
+            ops_address,
+            memory_bytes,
+            name,
+            log_file,
+            cache_dir=cache_dir,
+            disk_bytes=disk_bytes,
+            admin_token=admin_token,
+        )
     except ValueError as exc:
-        typer.echo(f"config error: --origin: {exc}", err=True)
+        typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main() -> None:

@@ -9,9 +9,11 @@ gate (for coalescing) or drop connections (for origin errors).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -32,6 +34,14 @@ def run(coroutine: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
             return await coroutine
 
     return uvloop.run(bounded())
+
+
+def free_port(host: str) -> int:
+    """A port free on `host` right now (for a subprocess that must be told its port)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def wait_for(condition: Any, timeout_s: float = 5.0) -> None:
@@ -61,9 +71,10 @@ class Seen:
 
 
 class Origin:
-    """A counting origin server on ORIGIN_HOST."""
+    """A counting origin server on `host` (ORIGIN_HOST unless told)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = ORIGIN_HOST) -> None:
+        self.host = host
         self.routes: dict[str, Route] = {}
         self.seen: list[Seen] = []
         self.gate: asyncio.Event | None = None
@@ -78,7 +89,7 @@ class Origin:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, ORIGIN_HOST, self.port or 0)
+        site = web.TCPSite(self.runner, self.host, self.port or 0)
         await site.start()
         if not self.port:
             server = site._server
@@ -114,12 +125,24 @@ class Origin:
 @asynccontextmanager
 async def edge_and_origin(
     max_bytes: int = 1 << 20,
+    *,
+    disk_bytes: int = 1 << 24,
+    cache_dir: Path | None = None,
+    edge_host: str = EDGE_HOST,
+    origin_host: str = ORIGIN_HOST,
 ) -> AsyncIterator[tuple[EdgeServer, Origin, httpx.AsyncClient]]:
-    origin = Origin()
+    origin = Origin(origin_host)
     await origin.start()
-    edge = EdgeServer(f"http://{ORIGIN_HOST}:{origin.port}", (EDGE_HOST, 0), max_bytes, "edge-test")
+    edge = EdgeServer(
+        f"http://{origin_host}:{origin.port}",
+        (edge_host, 0),
+        max_bytes,
+        "edge-test",
+        cache_dir=cache_dir,
+        disk_bytes=disk_bytes,
+    )
     await edge.start()
-    client = httpx.AsyncClient(base_url=f"http://{EDGE_HOST}:{edge.port}", timeout=10.0)
+    client = httpx.AsyncClient(base_url=f"http://{edge_host}:{edge.port}", timeout=10.0)
     try:
         yield edge, origin, client
     finally:

@@ -162,15 +162,18 @@ def test_vary_keeps_one_variant_per_request_value() -> None:
 
 def test_byte_budget_evicts_least_recently_used() -> None:
     async def scenario() -> None:
-        async with edge_and_origin(max_bytes=1500) as (edge, origin, client):
+        budget = 12_000  # two 5000-byte objects with their metadata fit, three do not
+        async with edge_and_origin(budget, disk_bytes=budget) as (edge, origin, client):
             for path in ("/1", "/2", "/3"):
-                origin.routes[path] = Route(b"x" * 600, [("Cache-Control", "max-age=60")])
+                origin.routes[path] = Route(b"x" * 5000, [("Cache-Control", "max-age=60")])
             await client.get("/1")
             await client.get("/2")
             assert (await client.get("/1")).headers["x-cache"] == "HIT"  # /2 is now oldest
             await client.get("/3")
-            assert edge.store.stored_bytes <= 1500
-            assert edge.store.evictions == 1
+            storage = edge.store.stats()
+            assert storage.memory.stored_bytes <= budget
+            assert storage.disk.stored_bytes <= budget
+            assert (storage.memory.evictions, storage.disk.evictions) == (1, 1)
             assert (await client.get("/1")).headers["x-cache"] == "HIT"
             assert (await client.get("/2")).headers["x-cache"] == "MISS"
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from edge_server_support import Origin, Route, run
+from edge_server_support import Origin, Route, free_port, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,13 +24,6 @@ args = json.loads(sys.argv[1])
 run((args["host"], args["port"]), args["origin"], (args["host"], args["ops_port"]),
     args["max_bytes"], "edge-proc", Path(args["log"]))
 """
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_edge_process_serves_reports_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -1,29 +1,37 @@
 """The edge process: `run()` blocks until SIGTERM or SIGINT; ops endpoints and metrics.
 
 SIGTERM/SIGINT stop gracefully: stop accepting, let requests in flight finish for a few
-seconds, exit. The ops listener serves /healthz and /metrics through the proxy core's
-local-response path, like the load balancer's.
+seconds, exit. The ops listener (loopback only) serves /healthz, /metrics and the purge
+API (`millions.edge.admin`) with aiohttp's server: the purge API needs request bodies,
+which the proxy core's local-response path does not hand to its handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvloop
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from millions.edge.server import X_CACHE_VALUES, EdgeServer
-from millions.proxy.exchange import Exchange
-from millions.proxy.server import ProxyServer
-from millions.proxy.settings import ProxySettings
-from millions.proxy.stats import ProxyStats
+from millions.edge.admin import (
+    ADMIN_TOKEN_ENV,
+    MAX_PURGE_BODY_BYTES,
+    PurgeRequestError,
+    apply_purge,
+    bearer_matches,
+    parse_purge_request,
+    require_loopback,
+)
+from millions.edge.server import DEFAULT_DISK_BYTES, X_CACHE_VALUES, EdgeServer
+from millions.edge.storage import StorageStats
 from millions.telemetry import logs
 from millions.telemetry.metrics import CONTENT_TYPE
 
@@ -79,71 +87,125 @@ class EdgeCollector(Collector):
             value=stats.invalidations,
         )
         yield CounterMetricFamily(
-            "millions_edge_evictions",
-            "Keys evicted to stay within the byte budget",
-            value=self.edge.store.evictions,
-        )
-        yield CounterMetricFamily(
             "millions_edge_bad_requests",
             "Requests refused as not safely cacheable",
             value=stats.bad_requests,
         )
-        stored = GaugeMetricFamily(
-            "millions_edge_stored_bytes", "Bytes held by the cache", labels=["tier"]
+        yield from _storage_metrics(self.edge.store.stats())
+
+
+def _storage_metrics(storage: StorageStats) -> Iterator[Metric]:
+    """Per-tier gauges and counters of the tiered store."""
+    families = (
+        (
+            GaugeMetricFamily,
+            "millions_edge_stored_bytes",
+            "Bytes held by the cache",
+            "stored_bytes",
+        ),
+        (GaugeMetricFamily, "millions_edge_stored_objects", "Objects held by the cache", "objects"),
+        (
+            CounterMetricFamily,
+            "millions_edge_evictions",
+            "Objects evicted to stay within the tier's byte budget",
+            "evictions",
+        ),
+        (CounterMetricFamily, "millions_edge_storage_hits", "Bodies served by the tier", "hits"),
+    )
+    for family, name, documentation, attribute in families:
+        metric = family(name, documentation, labels=["tier"])
+        metric.add_metric(["memory"], getattr(storage.memory, attribute))
+        metric.add_metric(["disk"], getattr(storage.disk, attribute))
+        yield metric
+    yield CounterMetricFamily(
+        "millions_edge_storage_misses",
+        "Lookups that found no stored variant in either tier",
+        value=storage.misses,
+    )
+
+
+def ops_app(
+    edge: EdgeServer, registry: CollectorRegistry, admin_token: str | None
+) -> web.Application:
+    """/healthz, /metrics and `POST /purge` (bearer token; 403 when none is configured)."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        storage = edge.store.stats()
+        return web.json_response(
+            {"status": "ok", "origin": edge.origin_url, "stored_objects": storage.disk.objects}
         )
-        stored.add_metric(["memory"], self.edge.store.stored_bytes)
-        yield stored
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
 
-class OpsHandler:
-    """/healthz and /metrics on the ops listener."""
+    async def purge(request: web.Request) -> web.Response:
+        if admin_token is None:
+            return web.Response(status=403, text="purge disabled: no admin token configured\n")
+        if not bearer_matches(request.headers.get("Authorization"), admin_token):
+            return web.Response(
+                status=401,
+                text="401 Unauthorized: Authorization: Bearer <admin token> required\n",
+                headers={"WWW-Authenticate": 'Bearer realm="millions-edge"'},
+            )
+        try:
+            body = await request.content.read(MAX_PURGE_BODY_BYTES + 1)
+            if len(body) > MAX_PURGE_BODY_BYTES:
+                raise PurgeRequestError("body too large")
+            purge_request = parse_purge_request(body)
+        except PurgeRequestError as exc:
+            return web.Response(status=400, text=f"400 Bad Request: {exc}\n")
+        purged = await apply_purge(edge.store, purge_request)
+        log.info(
+            "purged",
+            extra={
+                "kind": purge_request.kind.value,
+                "target": purge_request.target.decode("ascii"),
+                "soft": purge_request.soft,
+                "purged": purged,
+            },
+        )
+        return web.json_response({"purged": purged})
 
-    def __init__(self, edge: EdgeServer, registry: CollectorRegistry) -> None:
-        self.edge = edge
-        self.registry = registry
-
-    def handle(self, exchange: Exchange) -> None:
-        if exchange.method not in (b"GET", b"HEAD"):
-            exchange.respond(405, b"405 Method Not Allowed\n", extra_headers=((b"Allow", b"GET"),))
-            return
-        path = exchange.path
-        if path == b"/healthz":
-            body = {
-                "status": "ok",
-                "origin": self.edge.origin_url,
-                "stored_objects": len(self.edge.store),
-            }
-            exchange.respond(200, json.dumps(body).encode(), b"application/json")
-        elif path == b"/metrics":
-            exchange.respond(200, generate_latest(self.registry), CONTENT_TYPE.encode())
-        else:
-            exchange.respond(404, b"404 Not Found\n")
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/purge", purge)
+    return app
 
 
 class EdgeProcess:
-    """An edge plus its ops listener and metrics registry."""
+    """An edge plus its ops listener (loopback only) and metrics registry."""
 
-    def __init__(self, edge: EdgeServer, ops: tuple[str, int] | None) -> None:
+    def __init__(
+        self, edge: EdgeServer, ops: tuple[str, int] | None, admin_token: str | None = None
+    ) -> None:
+        if ops is not None:
+            require_loopback(ops[0])
         self.edge = edge
         self.ops_address = ops
+        self.admin_token = admin_token or None
         self.registry = CollectorRegistry()
         self.registry.register(EdgeCollector(edge))
-        self.ops: ProxyServer | None = None
+        self.ops: web.AppRunner | None = None
+        self.ops_port = 0
 
     async def start(self) -> None:
         await self.edge.start()
         if self.ops_address is not None:
-            self.ops = ProxyServer(
-                OpsHandler(self.edge, self.registry),
-                ProxySettings(),
-                ProxyStats(),
-                self.edge.deadlines,
+            self.ops = web.AppRunner(
+                ops_app(self.edge, self.registry, self.admin_token),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=0.5,
             )
-            await self.ops.start(*self.ops_address)
+            await self.ops.setup()
+            site = web.TCPSite(self.ops, *self.ops_address)
+            await site.start()
+            self.ops_port = self.ops.addresses[0][1]
 
     async def stop(self, grace_s: float) -> None:
         if self.ops is not None:
-            await self.ops.shutdown(0.5)
+            await self.ops.cleanup()
         await self.edge.stop(grace_s)
 
 
@@ -154,10 +216,20 @@ def run(
     max_bytes: int,
     name: str,
     log_file: Path | None,
+    cache_dir: Path | None = None,
+    disk_bytes: int = DEFAULT_DISK_BYTES,
+    admin_token: str | None = None,
 ) -> None:
-    """Run one edge in front of `origin` (http://host:port) until SIGTERM/SIGINT."""
+    """Run one edge in front of `origin` (http://host:port) until SIGTERM/SIGINT.
+
+    `max_bytes` bounds the memory tier, `disk_bytes` the disk tier kept in `cache_dir`
+    across restarts (None: a temporary directory removed at exit). `admin_token` (else
+    the MILLIONS_ADMIN_TOKEN environment variable) enables `POST /purge` on `ops`, which
+    must be a loopback address."""
     logs.configure(name, log_file)
-    process = EdgeProcess(EdgeServer(origin, listen, max_bytes, name), ops)
+    edge = EdgeServer(origin, listen, max_bytes, name, cache_dir=cache_dir, disk_bytes=disk_bytes)
+    token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+    process = EdgeProcess(edge, ops, token)
     uvloop.run(_serve(process))
 
 

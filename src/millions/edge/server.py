@@ -13,19 +13,25 @@ was stored they are answered from it; when it was not (private, no-store, anothe
 variant), each fetches on its own, because an unstored response may not be shared. When
 the fetch fails, every waiter gets the error (502).
 
-`MemoryStore` is a deliberately small byte-bounded LRU of variants per key; the tiered
-storage under `millions.edge.storage` replaces it: its tiers are keyed the same way
-(primary key, secondary key), with `set_meta` for `replace` and `invalidate`.
+Objects live in a `TieredStore` (memory LRU over a restart-safe disk tier). A hit whose
+body is in memory is still answered synchronously; a body only on disk is read in a worker
+thread by a task, then answered. The proxy core answers local responses from bytes
+(`Exchange.respond_composed`), so disk hits are read rather than sent with
+`loop.sendfile`. The origin client reads whole bodies (coalesced waiters share them), so a
+large body reaches the disk tier through the store's streaming writer in
+`DISK_CHUNK_BYTES` pieces once it has arrived, and small ones through `put`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from millions.edge.entry import CachedResponse
 from millions.edge.freshness import Reuse, ReuseDecision, current_age, decide_reuse
@@ -44,6 +50,7 @@ from millions.edge.ranges import (
     unsatisfied_content_range,
 )
 from millions.edge.storability import storage_decision
+from millions.edge.storage import DiskBody, ObjectTooLarge, TieredStore
 from millions.edge.validation import (
     Conditional,
     Revalidation,
@@ -80,91 +87,16 @@ _SERVE_NOW = frozenset({Reuse.FRESH, Reuse.STALE_ALLOWED, Reuse.STALE_WHILE_REVA
 
 # -- storage --------------------------------------------------------------------------------
 
+#: Bodies larger than the store's small-object size are written to disk in pieces this big.
+DISK_CHUNK_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """A stored response's metadata and its whole body."""
+    """A stored response's metadata and its whole body, as the handler answers from it."""
 
     entry: CachedResponse
     body: bytes
-    size: int = field(default=0, compare=False)
-
-
-def _object(entry: CachedResponse, body: bytes) -> StoredObject:
-    size = len(body) + sum(len(name) + len(value) + 4 for name, value in entry.headers)
-    return StoredObject(entry, body, size)
-
-
-class MemoryStore:
-    """Variants per primary key in one LRU bounded by `max_bytes` (bodies plus headers)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.stored_bytes = 0
-        self.evictions = 0
-        self._keys: OrderedDict[bytes, list[StoredObject]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return sum(len(variants) for variants in self._keys.values())
-
-    def variants(self, key: bytes) -> list[StoredObject]:
-        """The stored variants of `key` (a use: the key becomes most recent)."""
-        variants = self._keys.get(key)
-        if variants is None:
-            return []
-        self._keys.move_to_end(key)
-        return variants
-
-    def put(self, key: bytes, entry: CachedResponse, body: bytes) -> StoredObject:
-        """Store a response, replacing the variant with the same secondary key. An object
-        larger than the whole budget is returned but not kept."""
-        stored = _object(entry, body)
-        variants = [
-            v for v in self._keys.get(key, ()) if v.entry.secondary_key != entry.secondary_key
-        ]
-        self._set(key, variants)
-        if stored.size > self.max_bytes:
-            return stored
-        variants.append(stored)
-        self._set(key, variants)
-        self._keys.move_to_end(key)
-        while self.stored_bytes > self.max_bytes:
-            oldest = next(iter(self._keys))
-            self._set(oldest, [])
-            self.evictions += 1
-        return stored
-
-    def replace(self, key: bytes, new: CachedResponse) -> StoredObject | None:
-        """Swap the metadata of the variant with `new`'s secondary key (a 304 freshened
-        it), keeping its body; None if that variant is no longer stored."""
-        variants = self._keys.get(key)
-        if variants is None:
-            return None
-        for index, stored in enumerate(variants):
-            if stored.entry.secondary_key == new.secondary_key:
-                replacement = _object(new, stored.body)
-                self._set(key, [*variants[:index], replacement, *variants[index + 1 :]])
-                return replacement
-        return None
-
-    def remove_variant(self, key: bytes, secondary: bytes) -> None:
-        variants = self._keys.get(key)
-        if variants is not None:
-            self._set(key, [v for v in variants if v.entry.secondary_key != secondary])
-
-    def invalidate(self, key: bytes) -> None:
-        """Mark every variant of `key` as needing validation (RFC 9111 §4.4)."""
-        variants = self._keys.get(key)
-        if variants is not None:
-            self._set(key, [_object(v.entry.invalidate(), v.body) for v in variants])
-
-    def _set(self, key: bytes, variants: list[StoredObject]) -> None:
-        previous = self._keys.pop(key, None)
-        if previous is not None:
-            self.stored_bytes -= sum(v.size for v in previous)
-        if variants:
-            self._keys[key] = variants
-            self.stored_bytes += sum(v.size for v in variants)
 
 
 # -- counters -------------------------------------------------------------------------------
@@ -234,7 +166,7 @@ class EdgeHandler:
 
     def __init__(
         self,
-        store: MemoryStore,
+        store: TieredStore,
         origin: OriginClient,
         picker: SingleUpstream,
         stats: EdgeStats,
@@ -267,13 +199,47 @@ class EdgeHandler:
             self._forward(exchange, rkey)
             return
         request = parse_request(method, headers)
-        stored = self._lookup(rkey.key, headers)
-        if stored is None:
-            if request.cache_control.only_if_cached:
-                exchange.respond(504, b"504 Gateway Timeout: not cached (only-if-cached)\n")
-                return
-            self._spawn(self._miss(exchange, rkey, request, headers))
+        entry = self._lookup(rkey.key, headers)
+        if entry is None:
+            self._not_stored(exchange, rkey, request, headers)
             return
+        body = self.store.memory.read_body(rkey.key, entry.secondary_key)
+        if body is None:
+            self._spawn(self._serve_from_disk(exchange, rkey, request, headers, entry))
+            return
+        self._serve(exchange, rkey, request, headers, StoredObject(entry, body))
+
+    def _not_stored(
+        self, exchange: Exchange, rkey: RequestKey, request: RequestHead, headers: list[Header]
+    ) -> None:
+        if request.cache_control.only_if_cached:
+            exchange.respond(504, b"504 Gateway Timeout: not cached (only-if-cached)\n")
+            return
+        self._spawn(self._miss(exchange, rkey, request, headers))
+
+    async def _serve_from_disk(
+        self,
+        exchange: Exchange,
+        rkey: RequestKey,
+        request: RequestHead,
+        headers: list[Header],
+        entry: CachedResponse,
+    ) -> None:
+        body = await self._body(rkey.key, entry)
+        if body is None:  # evicted or purged since the lookup
+            self._not_stored(exchange, rkey, request, headers)
+            return
+        self._serve(exchange, rkey, request, headers, StoredObject(entry, body))
+
+    def _serve(
+        self,
+        exchange: Exchange,
+        rkey: RequestKey,
+        request: RequestHead,
+        headers: list[Header],
+        stored: StoredObject,
+    ) -> None:
+        """Answer from `stored`, or revalidate it, as its freshness allows."""
         decision = decide_reuse(
             stored.entry, request.cache_control, time.time(), error_grace=self.error_grace_s
         )
@@ -292,14 +258,26 @@ class EdgeHandler:
 
     # -- answering from the cache ---------------------------------------------------------
 
-    def _lookup(self, key: bytes, headers: Sequence[Header]) -> StoredObject | None:
+    def _lookup(self, key: bytes, headers: Sequence[Header]) -> CachedResponse | None:
         variants = self.store.variants(key)
         if not variants:
             return None
-        entry = select_variant([v.entry for v in variants], headers)
+        return select_variant(variants, headers)
+
+    async def _body(self, key: bytes, entry: CachedResponse) -> bytes | None:
+        """The stored body of `entry` from either tier; None if it is gone."""
+        body = await self.store.body(key, entry.secondary_key)
+        if isinstance(body, DiskBody):
+            with body:
+                return await asyncio.to_thread(body.read_all)
+        return body
+
+    async def _load(self, key: bytes, headers: Sequence[Header]) -> StoredObject | None:
+        entry = self._lookup(key, headers)
         if entry is None:
             return None
-        return next(v for v in variants if v.entry is entry)
+        body = await self._body(key, entry)
+        return None if body is None else StoredObject(entry, body)
 
     def _answer(
         self,
@@ -369,7 +347,7 @@ class EdgeHandler:
         finally:
             self.stats.origin_seconds += time.perf_counter() - started
 
-    def _store(
+    async def _store(
         self,
         rkey: RequestKey,
         headers: Sequence[Header],
@@ -381,8 +359,8 @@ class EdgeHandler:
         head = parse_response(response.status, response.headers)
         decision = storage_decision(fill, head)
         if not decision.store:
-            if superseded is not None:
-                self.store.remove_variant(rkey.key, superseded.secondary_key)
+            if superseded is not None:  # it must not be served again without asking
+                await self.store.replace(rkey.key, superseded.invalidate())
             return None
         entry = CachedResponse.from_origin(
             fill,
@@ -391,9 +369,28 @@ class EdgeHandler:
             request_time=response.request_time,
             response_time=response.response_time,
         )
-        return self.store.put(rkey.key, entry, response.body)
+        body = response.body
+        if len(body) <= self.store.small_object_bytes:
+            await self.store.put(rkey.key, entry, body)
+        else:
+            await self._write_to_disk(rkey.key, entry, body)
+        return StoredObject(entry, body)
 
-    def _use_response(
+    async def _write_to_disk(self, key: bytes, entry: CachedResponse, body: bytes) -> None:
+        """Stream a large body to the disk tier; a failed write leaves it uncached."""
+        writer = await self.store.begin(key, entry.secondary_key)
+        try:
+            for offset in range(0, len(body), DISK_CHUNK_BYTES):
+                await writer.write(body[offset : offset + DISK_CHUNK_BYTES])
+            await writer.commit(entry)
+        except (OSError, ObjectTooLarge):
+            log.warning("cannot store on disk", extra={"key": key.decode("latin-1")})
+            await writer.abort()
+        except BaseException:
+            await asyncio.shield(writer.abort())
+            raise
+
+    async def _use_response(
         self,
         exchange: Exchange,
         rkey: RequestKey,
@@ -402,7 +399,7 @@ class EdgeHandler:
         response: OriginResponse,
         superseded: CachedResponse | None,
     ) -> None:
-        stored = self._store(rkey, headers, response, superseded)
+        stored = await self._store(rkey, headers, response, superseded)
         if stored is None:
             passed = [*_passed_on(response.headers), (b"x-cache", PASS), (b"via", self.via)]
             self.stats.answered(PASS, 0 if request.method == _HEAD else len(response.body))
@@ -425,7 +422,7 @@ class EdgeHandler:
         except OriginError:
             exchange.respond(502, b"502 Bad Gateway: origin unreachable\n")
             return
-        stored = self._lookup(rkey.key, headers)
+        stored = await self._load(rkey.key, headers)
         if stored is not None:
             decision = decide_reuse(stored.entry, request.cache_control, time.time())
             if decision.reuse in _SERVE_NOW:
@@ -447,7 +444,7 @@ class EdgeHandler:
             flight = self._flights[rkey.key] = asyncio.get_running_loop().create_future()
         try:
             response = await self._fetch(rkey, origin_request_fields(headers))
-            self._use_response(exchange, rkey, request, headers, response, None)
+            await self._use_response(exchange, rkey, request, headers, response, None)
         except OriginError as exc:
             if flight is not None:
                 flight.set_exception(exc)
@@ -464,8 +461,9 @@ class EdgeHandler:
     ) -> tuple[Revalidation, OriginResponse | None, StoredObject | None]:
         """Send a conditional request for `stored`; apply a 304 to the store. The third
         value is the freshened object for NOT_MODIFIED (None: the 304 selected nothing)."""
-        variants = [v.entry for v in self.store.variants(rkey.key)]
-        others = [e for e in variants if e is not stored.entry]
+        mine = stored.entry.secondary_key
+        variants = self.store.variants(rkey.key)
+        others = [e for e in variants if e.secondary_key != mine]
         try:
             response = await self._fetch(rkey, origin_request_fields(headers, stored.entry, others))
         except OriginError:
@@ -474,7 +472,7 @@ class EdgeHandler:
         if outcome is not Revalidation.NOT_MODIFIED:
             return outcome, response, None
         not_modified = parse_response(304, response.headers)
-        chosen: StoredObject | None = None
+        chosen: CachedResponse | None = None
         for entry in select_for_update(not_modified, variants):
             fresh = freshen(
                 entry,
@@ -482,10 +480,15 @@ class EdgeHandler:
                 request_time=response.request_time,
                 response_time=response.response_time,
             )
-            replaced = self.store.replace(rkey.key, fresh)
-            if replaced is not None and (chosen is None or entry is stored.entry):
-                chosen = replaced
-        return outcome, response, chosen
+            replaced = await self.store.replace(rkey.key, fresh)
+            if replaced and (chosen is None or entry.secondary_key == mine):
+                chosen = fresh
+        if chosen is None:
+            return outcome, response, None
+        if chosen.secondary_key == mine:
+            return outcome, response, StoredObject(chosen, stored.body)
+        body = await self._body(rkey.key, chosen)
+        return outcome, response, None if body is None else StoredObject(chosen, body)
 
     async def _revalidate(
         self,
@@ -509,7 +512,7 @@ class EdgeHandler:
             self._answer(exchange, request, fresh, age, REVALIDATED, cookies)
         elif outcome is Revalidation.USE_RESPONSE:
             assert response is not None
-            self._use_response(exchange, rkey, request, headers, response, stored.entry)
+            await self._use_response(exchange, rkey, request, headers, response, stored.entry)
         elif outcome is Revalidation.SERVE_STALE:
             age = int(
                 current_age(stored.entry.initial_age, stored.entry.response_time, time.time())
@@ -525,7 +528,7 @@ class EdgeHandler:
         try:
             outcome, response, _ = await self._validate(rkey, headers, stored, True)
             if outcome is Revalidation.USE_RESPONSE and response is not None:
-                self._store(rkey, headers, response, stored.entry)
+                await self._store(rkey, headers, response, stored.entry)
         finally:
             self._refreshing.discard(rkey.key)
 
@@ -540,7 +543,7 @@ class EdgeHandler:
         def on_head(status: int, block: bytes) -> bytes:
             if rkey is not None:
                 for uri in invalidation_uris(method, status, rkey, _block_fields(block)):
-                    self.store.invalidate(uri)
+                    self._spawn(self._invalidate(uri))
                     self.stats.invalidations += 1
             self.stats.answered(PASS, 0)
             return block + via_lines
@@ -548,8 +551,12 @@ class EdgeHandler:
         exchange.response_head_hook = on_head
         exchange.forward(self.picker)
 
-    def _spawn(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    async def _invalidate(self, uri: bytes) -> None:
+        """Mark every variant of `uri` as needing validation (RFC 9111 §4.4)."""
+        await self.store.purge(uri, soft=True)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -562,8 +569,17 @@ class EdgeHandler:
 # -- the server ---------------------------------------------------------------------------------
 
 
+#: Disk tier budget when none is given.
+DEFAULT_DISK_BYTES = 1 << 30
+
+
 class EdgeServer:
-    """One edge: a listener, its store, the origin client; start it, stop it."""
+    """One edge: a listener, its store, the origin client; start it, stop it.
+
+    `max_bytes` bounds the memory tier, `disk_bytes` the disk tier under `cache_dir`; with
+    no `cache_dir` the disk tier lives in a temporary directory removed by `stop`."""
+
+    store: TieredStore
 
     def __init__(
         self,
@@ -572,15 +588,23 @@ class EdgeServer:
         max_bytes: int,
         name: str = "edge",
         settings: ProxySettings | None = None,
+        *,
+        cache_dir: Path | None = None,
+        disk_bytes: int = DEFAULT_DISK_BYTES,
     ) -> None:
         parse_origin(origin)  # a bad origin fails here, before anything starts
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
+        if disk_bytes <= 0:
+            raise ValueError("disk_bytes must be positive")
         self.origin_url = origin
         self.listen = listen
         self.name = name
         self.settings = settings or ProxySettings(via=b"1.1 " + name.encode("ascii", "replace"))
-        self.store = MemoryStore(max_bytes)
+        self.max_bytes = max_bytes
+        self.disk_bytes = disk_bytes
+        self.cache_dir = cache_dir
+        self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self.stats = EdgeStats()
         self.proxy_stats = ProxyStats()
         self.proxy: ProxyServer | None = None
@@ -598,6 +622,13 @@ class EdgeServer:
         settings = self.settings
         self.deadlines = deadlines or Deadlines(loop, settings.timer_resolution_s)
         self._own_deadlines = deadlines is None
+        cache_dir = self.cache_dir
+        if cache_dir is None:
+            self._temp_dir = tempfile.TemporaryDirectory(prefix=f"millions-{self.name}-")
+            cache_dir = Path(self._temp_dir.name)
+        self.store = await TieredStore.open(
+            cache_dir, memory_bytes=self.max_bytes, disk_bytes=self.disk_bytes
+        )
         host, port = parse_origin(self.origin_url)
         self._pool = UpstreamPool(f"{host}:{port}", settings, self.deadlines, loop)
         self._origin = OriginClient(
@@ -630,4 +661,7 @@ class EdgeServer:
             await self._origin.close()
         if self._own_deadlines:
             self.deadlines.stop()
+        if self._temp_dir is not None:
+            self._temp_dir.cleanup()
+            self._temp_dir = None
         log.info("edge stopped")
