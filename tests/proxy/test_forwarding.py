@@ -405,3 +405,31 @@ def test_upgrade_absolute_form_and_asterisk_targets() -> None:
         await proxy.shutdown(1.0)
 
     run(scenario())
+
+
+async def _head_then_die(reader, writer, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    """Sends a response head, then dies before any body byte (a SIGKILL mid-response)."""
+    await upstream.read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    await writer.drain()
+    writer.transport.abort()
+
+
+def test_response_head_is_held_until_the_body_so_a_dying_server_is_retried() -> None:
+    async def scenario() -> None:
+        dying = await start_upstream(_head_then_die, UPSTREAM_HOSTS[0])
+        good = await start_upstream(keep_alive_ok, UPSTREAM_HOSTS[1])
+        proxy, picker = await start_proxy([dying, good])
+
+        status, _, body = await _get(proxy.port, request("/get"))
+        assert status == 200 and b"GET /get" in body
+        assert len(dying.complete) == 1 and proxy.stats.retries == 1
+        assert picker.failed_pools == [picker.pools[0]]
+
+        picker.next = 0  # a POST that got a head from the dying server: not replayed,
+        status, _, _ = await _get(proxy.port, request("/post", "POST", body=b"data"))
+        assert status == 502  # but answered cleanly, since nothing reached the client
+        assert not any(b"/post" in head for head in good.heads)
+        await proxy.shutdown(1.0)
+
+    run(scenario())

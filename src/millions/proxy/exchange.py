@@ -98,6 +98,7 @@ class Exchange:
         "body_pending_size",
         "body_retained",
         "body_retained_size",
+        "body_seen",
         "chunked",
         "chunking",
         "client",
@@ -116,6 +117,7 @@ class Exchange:
         "picker",
         "pool",
         "request_id",
+        "response_flushed",
         "response_head_hook",
         "sent_once",
         "stale_pool",
@@ -161,6 +163,8 @@ class Exchange:
         # the response
         self.status = 0
         self.chunking = False
+        self.response_flushed = False  # some of the response has reached the client
+        self.body_seen = False  # a response body byte arrived from the upstream
         self.close_after = False
         #: Called with the upstream's final status and header block (lines each preceded
         #: by CRLF); returns the block to pass on. The edge reads Location there to
@@ -381,18 +385,30 @@ class Exchange:
         picker = self.picker
         assert picker is not None
         picker.done(pool)
+        replayable = self.method in IDEMPOTENT_METHODS and (
+            not self.has_body or self.body_retained is not None
+        )
         if conn.got_bytes:
-            self._fail(502)
-            return
-        if not conn.reused:
+            # A response had begun. While none of it reached the client (the head is held
+            # until the first body byte), an idempotent request can still go elsewhere.
+            if self.response_flushed or not replayable:
+                self._fail(502)
+                return
+            self._discard_response()
+        if not conn.reused or conn.got_bytes:
             picker.failed(pool)
             self.client.stats.passive_failures += 1
         elif self.stale_pool is None:
             self.stale_pool = pool
-        replayable = self.method in IDEMPOTENT_METHODS and (
-            not self.has_body or self.body_retained is not None
-        )
         self._retry_or_fail(pool, safe=replayable)
+
+    def _discard_response(self) -> None:
+        """Forget a response head that never left the proxy, to try another server."""
+        self.out.clear()
+        self.state = FORWARDING
+        self.chunking = False
+        self.body_seen = False
+        self.close_after = False
 
     def upstream_broken(self, conn: UpstreamConnection) -> None:
         """The upstream sent something that is not a valid HTTP/1.1 response."""
@@ -423,6 +439,8 @@ class Exchange:
             self._fail(502)
 
     def _fail(self, status: int) -> None:
+        if self.state == RESPONDING and not self.response_flushed:
+            self._discard_response()
         if self.state == RESPONDING:
             self._abort_client()
         elif status == 504:
@@ -521,6 +539,7 @@ class Exchange:
         self.close_after = close
 
     def response_body(self, data: bytes) -> None:
+        self.body_seen = True
         if self.chunking:
             self.out += (chunk_size_line(len(data)), data, CRLF)
         else:
@@ -559,6 +578,8 @@ class Exchange:
             client = self.client
             if not client.closed:
                 client.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+                if self.state == RESPONDING:
+                    self.response_flushed = True
             out.clear()
 
     # -- endings ------------------------------------------------------------------------------

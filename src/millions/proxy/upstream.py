@@ -139,8 +139,10 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self.close()
             exchange.response_complete(now)  # writes what this read produced
-        else:
+        elif exchange.body_seen:
             exchange.flush()
+        # else: only a response head so far; it is held back until the first body byte,
+        # so a server that dies right after sending it can still be retried elsewhere
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost does the rest
@@ -242,7 +244,8 @@ class UpstreamConnection(asyncio.Protocol):
             if exchange.chunking:
                 exchange.response_body(data)
             else:
-                exchange.out.append(data)  # Exchange.response_body, inlined
+                exchange.body_seen = True  # Exchange.response_body, inlined
+                exchange.out.append(data)
 
     def on_message_complete(self) -> None:
         if self.head_done:
