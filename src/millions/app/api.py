@@ -16,7 +16,8 @@ from starlette.routing import Route
 from millions.app import accounts, csrf
 from millions.app.bodies import BadBody, BodyTooLarge, json_object
 from millions.app.media import photo_json
-from millions.app.state import app_state, current_user, session_of
+from millions.app.state import AppState, app_state, current_user, session_of
+from millions.app.store import User
 from millions.app.uploads import UploadError, receive_upload
 from millions.app.validation import parse_id
 
@@ -53,26 +54,27 @@ async def _credentials(request: Request) -> tuple[str, str]:
     return accounts.credentials(document.get("username"), document.get("password"))
 
 
-@same_origin
-async def signup(request: Request) -> Response:
+async def _account_action(
+    request: Request, act: Callable[[AppState, str, str], Awaitable[User]], status_code: int
+) -> Response:
+    """Sign-up and log-in: validate the JSON credentials, act, start the session."""
     try:
         username, password = await _credentials(request)
-        user = await accounts.sign_up(app_state(request), username, password)
+        user = await act(app_state(request), username, password)
     except accounts.AccountError as exc:
         return error(exc.status, exc.message)
     accounts.start_session(session_of(request), user)
-    return JSONResponse({"id": user.id, "username": user.username}, status_code=201)
+    return JSONResponse({"id": user.id, "username": user.username}, status_code=status_code)
+
+
+@same_origin
+async def signup(request: Request) -> Response:
+    return await _account_action(request, accounts.sign_up, 201)
 
 
 @same_origin
 async def login(request: Request) -> Response:
-    try:
-        username, password = await _credentials(request)
-        user = await accounts.log_in(app_state(request), username, password)
-    except accounts.AccountError as exc:
-        return error(exc.status, exc.message)
-    accounts.start_session(session_of(request), user)
-    return JSONResponse({"id": user.id, "username": user.username})
+    return await _account_action(request, accounts.log_in, 200)
 
 
 @same_origin
