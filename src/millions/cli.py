@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 from millions.topology.config import ConfigError, MillionsConfig, to_toml
 
 app = typer.Typer(
-    help="millions: the scale-out web architecture (load balancers, stateless web servers, "
-    "shared sessions) running on this machine.",
+    help="millions: the scale-out web architecture (CDN edges, load balancers, stateless "
+    "web servers, shared sessions) running on this machine.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -196,6 +196,66 @@ def scale(
     console.print(f"{dc}: {count} web servers (added: {added}; drained and removed: {removed})")
 
 
+@app.command()
+def purge(
+    url: Annotated[
+        str | None,
+        typer.Argument(
+            help="URL to purge (http://host:port/path), or a path (/static/a.css) to purge "
+            "that path on every edge's own address"
+        ),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(help="purge every URL starting with this (a /path prefix matches any host)"),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="purge every object tagged with this Surrogate-Key / Cache-Tag"),
+    ] = None,
+    soft: Annotated[
+        bool,
+        typer.Option(
+            "--soft", help="mark stale instead of dropping (still served if the origin fails)"
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Purge cached objects on every CDN edge of the running topology, by URL, prefix or
+    surrogate key, and report what each edge did. Exits 1 if any edge did not purge."""
+    from rich.table import Table
+
+    from millions.topology.control import ControlClient, ControlError
+
+    chosen = {
+        name: value for name, value in (("url", url), ("prefix", prefix), ("key", key)) if value
+    }
+    if len(chosen) != 1:
+        raise fail("give exactly one of URL, --prefix P or --key K", code=2)
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        with console.status("purging on every edge…"):
+            result = ControlClient(directory).request("POST", "/purge", {**chosen, "soft": soft})
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+    edges: list[dict[str, Any]] = result["edges"]
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        ((kind, target),) = chosen.items()
+        table = Table(title=f"{'soft' if soft else 'hard'} purge of {kind} {target}")
+        for column in ("edge", "DC", "result", "objects"):
+            table.add_column(column, justify="right" if column == "objects" else "left")
+        for edge in edges:
+            outcome = "[green]purged[/]" if edge["ok"] else f"[red]failed:[/] {edge['error']}"
+            table.add_row(edge["edge"], edge["dc"], outcome, str(edge["purged"]))
+        console.print(table)
+    if not all(edge["ok"] for edge in edges):
+        raise typer.Exit(1)
+
+
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective config (the file merged over the built-in defaults) as TOML."""
@@ -329,6 +389,10 @@ def web(
         str | None, typer.Option("--app", help="ASGI app as module:attr (default: app in config)")
     ] = None,
     log_file: LogFileOption = None,
+    dc: Annotated[
+        str | None,
+        typer.Option(help="data center this server belongs to (its pages link to that DC's edge)"),
+    ] = None,
     config: ConfigOption = None,
     run_dir: RunDirOption = None,
 ) -> None:
@@ -337,8 +401,12 @@ def web(
 
     settings = load_config(config)
     address = parse_address(listen, "--listen")
+    if dc is not None and dc not in settings.dcs:
+        known = ", ".join(settings.dcs)
+        typer.echo(f"config error: --dc: no data center {dc!r} (known: {known})", err=True)
+        raise typer.Exit(2)
     try:
-        run(settings, resolve_run_dir(settings, run_dir), address, name, app_path, log_file)
+        run(settings, resolve_run_dir(settings, run_dir), address, name, app_path, log_file, dc)
     except AppImportError as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from topology_harness import Topology, pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,55 +37,6 @@ health_interval_s = 0.2
 [supervisor]
 restart_backoff_s = 0.1
 """
-
-
-def millions(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "millions", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); treat it as gone
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-@dataclass
-class Topology:
-    config: Path
-    run_dir: Path
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return millions(*args, "--config", str(self.config), "--run-dir", str(self.run_dir))
-
-    def status(self) -> dict[str, dict[str, object]]:
-        result = self.cli("status", "--json")
-        assert result.returncode == 0, result.stderr
-        return {c["name"]: c for c in json.loads(result.stdout)["components"]}
-
-    def pids(self) -> list[int]:
-        return [int(c["pid"]) for c in self.status().values() if c["pid"]]  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -167,7 +119,7 @@ def assert_no_failures(loads: list[UserLoad]) -> None:
 
 def test_up_status_kill_and_down_leave_no_process(topology: Topology) -> None:
     status = topology.status()
-    assert sorted(status) == ["lb-test-dc", "web-test-dc-1", "web-test-dc-2"]
+    assert sorted(status) == ["edge-test", "lb-test-dc", "web-test-dc-1", "web-test-dc-2"]
     assert {c["state"] for c in status.values()} == {"running"}
     assert status["web-test-dc-2"]["address"] == "127.0.71.12:8000"
     old_pid = int(status["web-test-dc-1"]["pid"])  # type: ignore[call-overload]
@@ -184,7 +136,7 @@ def test_up_status_kill_and_down_leave_no_process(topology: Topology) -> None:
 
     left_dead = topology.cli("kill", "web-test-dc-2", "--no-restart")
     assert left_dead.returncode == 0
-    wait_for(lambda: topology.status()["web-test-dc-2"]["state"] == "stopped", 10, "stopped")
+    wait_for(lambda: topology.status()["web-test-dc-2"]["state"] == "down", 10, "down")
 
     unknown = topology.cli("kill", "web-nowhere")
     assert unknown.returncode == 1
@@ -215,7 +167,7 @@ def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> No
     def scale(loads: list[UserLoad]) -> None:
         up = topology.cli("scale", "test-dc", "web=4")
         assert up.returncode == 0, up.stderr
-        assert len(topology.status()) == 5
+        assert len(topology.status()) == 6  # an edge, a load balancer, 4 web servers
         wait_for(
             lambda: sum(u.served_by["web-test-dc-4"] for u in loads) > 20,
             20,
@@ -229,7 +181,12 @@ def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> No
 
     loads = run_load(4, scale)
     assert_no_failures(loads)
-    assert sorted(topology.status()) == ["lb-test-dc", "web-test-dc-1", "web-test-dc-2"]
+    assert sorted(topology.status()) == [
+        "edge-test",
+        "lb-test-dc",
+        "web-test-dc-1",
+        "web-test-dc-2",
+    ]
     bad = topology.cli("scale", "test-dc", "db=3")
     assert bad.returncode == 2
     missing = topology.cli("scale", "mars", "web=1")
@@ -267,7 +224,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_for(running, 60, "the topology to be running")
         pids = [c["pid"] for c in json.loads(state_file.read_text())["components"]]
-        assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+        assert len(pids) == 4 and all(pid_alive(p) for p in pids)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output

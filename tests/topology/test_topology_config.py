@@ -15,7 +15,7 @@ from millions.topology.components import initial_specs
 from millions.topology.config import ConfigError, MillionsConfig, load, parse, to_toml
 
 
-def test_default_topology_has_two_dcs_with_one_lb_and_two_web_servers() -> None:
+def test_default_topology_has_two_dcs_with_an_edge_one_lb_and_two_web_servers() -> None:
     config = MillionsConfig()
     assert list(config.dcs) == ["us-east", "eu-west"]
     specs = initial_specs(config)
@@ -27,7 +27,11 @@ def test_default_topology_has_two_dcs_with_one_lb_and_two_web_servers() -> None:
         "web-eu-west-2",
         "lb-us-east",
         "lb-eu-west",
+        "edge-us",
+        "edge-eu",
     ]
+    edge = specs[-2]
+    assert (edge.address, edge.health_url) == ("127.0.1.2:8080", "http://127.0.1.2:9000/healthz")
     hosts = [s.host for s in specs]
     assert len(set(hosts)) == len(hosts), "every component has its own loopback address"
     assert all(h.startswith("127.") for h in hosts)
@@ -86,8 +90,27 @@ def test_effective_config_round_trips_through_toml() -> None:
 def test_web_count_and_subnet_always_give_distinct_loopback_addresses(web: int, octet: int) -> None:
     config = parse({"dcs": {"x": {"subnet": f"127.1.{octet}", "web": web}}})
     hosts = [s.host for s in initial_specs(config)]
-    assert len(hosts) == web + 1
+    assert len(hosts) == web + 2  # the web servers, a load balancer, an edge
     assert len(set(hosts)) == len(hosts)
+
+
+def test_edge_names_use_the_region_unless_two_dcs_share_it() -> None:
+    config = parse(
+        {
+            "dcs": {
+                "us-east": {"subnet": "127.0.1"},
+                "us-west": {"subnet": "127.0.2"},
+                "eu-west": {"subnet": "127.0.3"},
+            }
+        }
+    )
+    assert [config.edge_name(dc) for dc in config.dcs] == [
+        "edge-us-east",
+        "edge-us-west",
+        "edge-eu",
+    ]
+    no_edges = parse({"edge": {"enabled": False}})
+    assert all(spec.kind != "edge" for spec in initial_specs(no_edges))
 
 
 def _millions(*args: str) -> subprocess.CompletedProcess[str]:

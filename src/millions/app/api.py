@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from millions.app import accounts, csrf
 from millions.app.bodies import BadBody, BodyTooLarge, json_object
-from millions.app.media import photo_json
+from millions.app.media import PhotoRemovalError, photo_json, remove_photo
 from millions.app.state import AppState, app_state, current_user, session_of
 from millions.app.store import User
 from millions.app.uploads import UploadError, receive_upload
@@ -118,6 +118,18 @@ async def get_photo(request: Request) -> Response:
     return JSONResponse(photo_json(photo))
 
 
+@same_origin
+async def delete_photo(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return error(401, "not logged in")
+    try:
+        await remove_photo(app_state(request), user, parse_id(request.path_params["photo_id"]))
+    except PhotoRemovalError as exc:
+        return error(exc.status, exc.message)
+    return Response(status_code=204)
+
+
 routes = [
     Route("/api/signup", signup, methods=["POST"]),
     Route("/api/login", login, methods=["POST"]),
@@ -126,4 +138,5 @@ routes = [
     Route("/api/photos", list_photos, methods=["GET"]),
     Route("/api/photos", upload_photo, methods=["POST"]),
     Route("/api/photos/{photo_id}", get_photo, methods=["GET"]),
+    Route("/api/photos/{photo_id}", delete_photo, methods=["DELETE"]),
 ]

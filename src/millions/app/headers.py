@@ -11,12 +11,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-STATIC_PREFIX = "/static/"
-STATIC_CACHE_CONTROL = "public, max-age=3600"
-
-
-def default_cache_control(path: str) -> str:
-    return STATIC_CACHE_CONTROL if path.startswith(STATIC_PREFIX) else "no-store"
+DEFAULT_CACHE_CONTROL = "no-store"
 
 
 class ServerHeadersMiddleware:
@@ -30,7 +25,6 @@ class ServerHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cache_control = default_cache_control(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -38,7 +32,7 @@ class ServerHeadersMiddleware:
                 headers["x-served-by"] = self.component
                 headers.setdefault("x-content-type-options", "nosniff")
                 headers.setdefault("x-frame-options", "DENY")
-                headers.setdefault("cache-control", cache_control)
+                headers.setdefault("cache-control", DEFAULT_CACHE_CONTROL)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -16,19 +16,20 @@ from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from millions.app import api, pages
+from millions.app.assets import static_asset
 from millions.app.errors import http_error, server_error
 from millions.app.headers import ServerHeadersMiddleware
 from millions.app.media import photo_image
 from millions.app.passwords import Passwords
 from millions.app.photo_files import PhotoFiles
-from millions.app.rendering import STATIC_DIR, Renderer
+from millions.app.rendering import Renderer
 from millions.app.settings import AppSettings, current_settings
 from millions.app.state import STATE_KEY, AppState
 from millions.app.store import SqliteAppStore
+from millions.edge.links import CdnLinks
 
 log = logging.getLogger("millions.app")
 
@@ -56,7 +57,7 @@ def create_app(
             *pages.routes,
             *api.routes,
             Route("/photos/{photo_id}/image", photo_image, methods=["GET"]),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            Route("/static/{name}", static_asset, methods=["GET", "HEAD"]),
         ],
         middleware=[Middleware(ServerHeadersMiddleware, component=settings.component)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -69,18 +70,23 @@ def create_app(
 
 @asynccontextmanager
 async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> AsyncIterator[AppState]:
-    """The database, the photo folder and the hashing threads of one web server process."""
+    """The database, the photo folder, the hashing threads and the CDN links of one web
+    server process."""
     settings.photos_dir.mkdir(parents=True, exist_ok=True)
     store = await SqliteAppStore.open(settings.database_path)
     passwords = Passwords(hasher)
-    log.info("app ready", extra={"data_dir": str(settings.data_dir)})
+    cdn = CdnLinks.from_env()
+    await cdn.start()
+    log.info("app ready", extra={"data_dir": str(settings.data_dir), "cdn": cdn.base_url})
     try:
         yield AppState(
             settings=settings,
             store=store,
             files=PhotoFiles(settings.photos_dir),
             passwords=passwords,
+            cdn=cdn,
         )
     finally:
+        await cdn.close()
         await store.close()
         passwords.close()

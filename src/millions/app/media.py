@@ -1,5 +1,8 @@
 """Serving photo bytes: immutable by id, so caches (the CDN edge, browsers) may keep them.
 
+Each image is tagged with surrogate keys (`photo-<id>`, `user-<owner id>`), so deleting a
+photo purges it from every edge by key, whatever URL or Host it was cached under.
+
 The ETag is the content hash, so every web server computes the same one for a photo
 and a revalidation answered by any server matches. Conditional requests follow RFC 9110
 section 13: If-None-Match wins over If-Modified-Since.
@@ -17,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from millions.app.errors import not_found
-from millions.app.state import app_state
-from millions.app.store import Photo
+from millions.app.state import AppState, app_state
+from millions.app.store import Photo, User
 from millions.app.urls import image_url, page_url
 from millions.app.validation import parse_id
 
@@ -40,6 +43,10 @@ def photo_json(photo: Photo) -> dict[str, object]:
         "url": image_url(photo.id),
         "page_url": page_url(photo.id),
     }
+
+
+def surrogate_key(photo_id: int) -> str:
+    return f"photo-{photo_id}"
 
 
 def etag_of(photo: Photo) -> str:
@@ -66,6 +73,27 @@ def is_not_modified(request_headers: Mapping[str, str], etag: str, last_modified
     return int(last_modified) <= since
 
 
+class PhotoRemovalError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def remove_photo(state: AppState, user: User, photo_id: int | None) -> None:
+    """Delete a photo of `user` and purge it from every CDN edge; PhotoRemovalError when
+    there is no such photo (404) or it is someone else's (403)."""
+    photo = None if photo_id is None else await state.store.photo(photo_id)
+    if photo is None:
+        raise PhotoRemovalError(404, "no such photo")
+    if photo.owner_id != user.id:
+        raise PhotoRemovalError(403, "only its owner can delete a photo")
+    if not await state.store.delete_photo(photo.id, user.id):
+        raise PhotoRemovalError(404, "no such photo")
+    await state.cdn.purge_keys([surrogate_key(photo.id)])
+    log.info("photo deleted", extra={"photo_id": photo.id, "owner_id": user.id})
+
+
 async def photo_image(request: Request) -> Response:
     """GET /photos/{photo_id}/image."""
     photo_id = parse_id(request.path_params["photo_id"])
@@ -76,6 +104,7 @@ async def photo_image(request: Request) -> Response:
         "etag": etag_of(photo),
         "last-modified": http_date(photo.created_at),
         "cache-control": IMAGE_CACHE_CONTROL,
+        "surrogate-key": f"{surrogate_key(photo.id)} user-{photo.owner_id}",
     }
     if is_not_modified(request.headers, headers["etag"], photo.created_at):
         return Response(status_code=304, headers=headers)

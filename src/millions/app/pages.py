@@ -19,6 +19,7 @@ from starlette.routing import Route
 from millions.app import accounts, csrf
 from millions.app.bodies import BodyTooLarge, limited
 from millions.app.errors import error_response, not_found
+from millions.app.media import PhotoRemovalError, remove_photo
 from millions.app.rendering import renderer_of
 from millions.app.state import AppState, app_state, current_user, session_of
 from millions.app.store import User
@@ -176,6 +177,18 @@ async def photo_page(request: Request) -> Response:
     return page(request, "photo.html", user, {"photo": photo})
 
 
+async def photo_delete(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return see_other("/login")
+    try:
+        await read_form(request)
+        await remove_photo(app_state(request), user, parse_id(request.path_params["photo_id"]))
+    except (FormRejected, PhotoRemovalError) as exc:
+        return error_response(request, exc.status, exc.message)
+    return see_other("/")
+
+
 routes = [
     Route("/", home, methods=["GET"]),
     Route("/signup", signup_form, methods=["GET"]),
@@ -186,4 +199,5 @@ routes = [
     Route("/upload", upload_form, methods=["GET"]),
     Route("/upload", upload_submit, methods=["POST"]),
     Route("/p/{photo_id}", photo_page, methods=["GET"]),
+    Route("/p/{photo_id}/delete", photo_delete, methods=["POST"]),
 ]

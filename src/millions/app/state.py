@@ -15,6 +15,7 @@ from millions.app.passwords import Passwords
 from millions.app.photo_files import PhotoFiles
 from millions.app.settings import AppSettings
 from millions.app.store import AppStore, User
+from millions.edge.links import CdnLinks
 from millions.sessions.base import Session
 
 STATE_KEY = "millions_app"
@@ -29,6 +30,7 @@ class AppState:
     store: AppStore
     files: PhotoFiles
     passwords: Passwords
+    cdn: CdnLinks
 
 
 class AppMisconfigured(RuntimeError):

@@ -111,6 +111,10 @@ class AppStore(Protocol):
         """The owner's photos, newest first, at most `limit`."""
         ...
 
+    async def delete_photo(self, photo_id: int, owner_id: int) -> bool:
+        """Delete the photo if `owner_id` owns it; whether a record was deleted."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -216,6 +220,12 @@ class SqliteAppStore:
             (owner_id, limit),
         )
         return [Photo(*row) for row in rows]
+
+    async def delete_photo(self, photo_id: int, owner_id: int) -> bool:
+        rows = await self._rows(
+            "DELETE FROM photos WHERE id = ? AND owner_id = ? RETURNING id", (photo_id, owner_id)
+        )
+        return bool(rows)
 
     async def close(self) -> None:
         await self._db.close()

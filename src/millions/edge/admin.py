@@ -3,7 +3,8 @@
 `POST /purge` on the ops listener takes `{"url" | "prefix" | "key": str, "soft": bool}`.
 A URL is turned into the same cache key the edge stores under (`request_key`), so
 `http://CDN.example:80/a` purges what `GET /a` with `Host: cdn.example` stored. A prefix
-is compared with those normalized keys (`http://cdn.example/static/`). A key purges every
+is compared with those normalized keys (`http://cdn.example/static/`), or, when it starts
+with `/`, with their path on any host (`/static/`). A key purges every
 object tagged with it by Surrogate-Key or Cache-Tag. Soft purges mark objects stale (still
 usable for stale-if-error), hard purges drop them.
 """

@@ -13,7 +13,7 @@ from typing import Literal
 
 from millions.topology.config import MillionsConfig
 
-Kind = Literal["lb", "web"]
+Kind = Literal["lb", "web", "edge"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ComponentSpec:
     host: str
     port: int
     health_port: int
-    index: int = 0  # web server number within its DC (1-based); 0 for a load balancer
+    index: int = 0  # web server number within its DC (1-based); 0 for the others
 
     @property
     def address(self) -> str:
@@ -68,12 +68,30 @@ def web_spec(config: MillionsConfig, dc: str, index: int) -> ComponentSpec:
     )
 
 
+def edge_spec(config: MillionsConfig, dc: str) -> ComponentSpec:
+    return ComponentSpec(
+        name=config.edge_name(dc),
+        kind="edge",
+        dc=dc,
+        host=config.edge_host(dc),
+        port=config.edge.port,
+        health_port=config.edge.ops_port,
+    )
+
+
+#: The order components start in (each group waits for the one before to be healthy);
+#: they stop in the reverse order, so traffic stops at the front before the back goes.
+START_ORDER: tuple[Kind, ...] = ("web", "lb", "edge")
+
+
 def initial_specs(config: MillionsConfig) -> list[ComponentSpec]:
-    """Every component of a fresh topology: web servers first, then load balancers."""
+    """Every component of a fresh topology, in `START_ORDER`."""
     specs: list[ComponentSpec] = []
     for dc, dc_config in config.dcs.items():
         specs.extend(web_spec(config, dc, i) for i in range(1, dc_config.web + 1))
     specs.extend(lb_spec(config, dc) for dc in config.dcs)
+    if config.edge.enabled:
+        specs.extend(edge_spec(config, dc) for dc in config.dcs)
     return specs
 
 
@@ -108,18 +126,23 @@ class RunPaths:
     def backends_file(self, dc: str) -> Path:
         return self.root / "dc" / dc / "backends.json"
 
+    def edge_cache(self, dc: str) -> Path:
+        return self.root / "dc" / dc / "edge-cache"
 
-def command(spec: ComponentSpec, paths: RunPaths) -> list[str]:
-    """The argv that runs `spec` as its own process through the public CLI."""
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin-token"
+
+
+def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> list[str]:
+    """The argv that runs `spec` as its own process through the public CLI.
+
+    Secrets (the admin token) travel in the environment, not in argv, which `ps` shows."""
     base = [
         sys.executable,
         "-m",
         "millions",
         spec.kind,
-        "--config",
-        str(paths.effective_config),
-        "--run-dir",
-        str(paths.root),
         "--name",
         spec.name,
         "--listen",
@@ -127,11 +150,27 @@ def command(spec: ComponentSpec, paths: RunPaths) -> list[str]:
         "--log-file",
         str(paths.log_file(spec.name)),
     ]
-    if spec.kind == "lb":
-        base += [
+    if spec.kind == "edge":
+        return [
+            *base,
+            "--origin",
+            config.lb_url(spec.dc),
             "--ops",
             f"{spec.host}:{spec.health_port}",
-            "--backends-file",
-            str(paths.backends_file(spec.dc)),
+            "--cache-dir",
+            str(paths.edge_cache(spec.dc)),
+            "--memory-bytes",
+            str(config.edge.memory_bytes),
+            "--disk-bytes",
+            str(config.edge.disk_bytes),
         ]
-    return base
+    base += ["--config", str(paths.effective_config), "--run-dir", str(paths.root)]
+    if spec.kind == "web":
+        return [*base, "--dc", spec.dc]
+    return [
+        *base,
+        "--ops",
+        f"{spec.host}:{spec.health_port}",
+        "--backends-file",
+        str(paths.backends_file(spec.dc)),
+    ]

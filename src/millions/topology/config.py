@@ -79,10 +79,21 @@ class WebConfig(_Section):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1 << 30)
 
 
+class EdgeConfig(_Section):
+    """The CDN edges: one caching reverse proxy in front of each DC's load balancer."""
+
+    enabled: bool = Field(default=True, description="run an edge in front of every DC")
+    port: int = Field(default=8080, ge=1, le=65535)
+    ops_port: int = Field(default=9000, ge=1, le=65535, description="/healthz, /metrics, /purge")
+    memory_bytes: int = Field(default=64 << 20, ge=1 << 20, le=1 << 40, description="memory tier")
+    disk_bytes: int = Field(default=1 << 30, ge=1 << 20, le=1 << 44, description="disk tier")
+
+
 class DataCenterConfig(_Section):
     """One data center: a load balancer and `web` web servers on the `subnet` addresses.
 
-    The load balancer gets `<subnet>.1`, web server i gets `<subnet>.<10+i>`.
+    The load balancer gets `<subnet>.1`, its CDN edge `<subnet>.2`, web server i gets
+    `<subnet>.<10+i>`.
     """
 
     subnet: str = Field(description="first three octets of a 127.0.0.0/8 address")
@@ -126,6 +137,7 @@ class MillionsConfig(_Section):
     sessions: SessionsConfig = SessionsConfig()
     lb: LoadBalancerConfig = LoadBalancerConfig()
     web: WebConfig = WebConfig()
+    edge: EdgeConfig = EdgeConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
 
@@ -145,6 +157,24 @@ class MillionsConfig(_Section):
 
     def lb_host(self, dc: str) -> str:
         return f"{self.dcs[dc].subnet}.1"
+
+    def edge_host(self, dc: str) -> str:
+        return f"{self.dcs[dc].subnet}.2"
+
+    def edge_name(self, dc: str) -> str:
+        """`edge-us` for `us-east`: the region part of the DC name, unless two DCs share it."""
+        region = dc.split("-", 1)[0]
+        shared = sum(1 for other in self.dcs if other.split("-", 1)[0] == region) > 1
+        return f"edge-{dc}" if shared else f"edge-{region}"
+
+    def edge_url(self, dc: str) -> str:
+        return f"http://{self.edge_host(dc)}:{self.edge.port}"
+
+    def edge_ops_url(self, dc: str) -> str:
+        return f"http://{self.edge_host(dc)}:{self.edge.ops_port}"
+
+    def lb_url(self, dc: str) -> str:
+        return f"http://{self.lb_host(dc)}:{self.lb.port}"
 
     def web_host(self, dc: str, index: int) -> str:
         """Address of web server `index` (1-based) of `dc`."""

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from millions.edge.admin import PurgeRequestError, parse_purge_request
 from millions.topology.components import RunPaths
 from millions.topology.supervisor import StartupError, Supervisor, write_json_atomic
 
@@ -47,6 +48,7 @@ class ControlServer:
         app.router.add_post("/kill", self._kill)
         app.router.add_post("/scale", self._scale)
         app.router.add_post("/down", self._down)
+        app.router.add_post("/purge", self._purge)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -120,6 +122,24 @@ class ControlServer:
         except (ValueError, StartupError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        url = body.get("url")
+        check = (
+            {**body, "url": "http://edge" + url}
+            if isinstance(url, str) and url[:1] == "/"
+            else body
+        )
+        try:
+            parse_purge_request(json.dumps(check).encode())
+        except PurgeRequestError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if not self.supervisor.edges():
+            return web.json_response(
+                {"error": "this topology runs no CDN edges (edge.enabled = false)"}, status=400
+            )
+        return web.json_response({"edges": await self.supervisor.purge(body)})
 
     async def _down(self, _request: web.Request) -> web.Response:
         asyncio.get_running_loop().call_soon(self.on_down)

@@ -26,8 +26,10 @@ from typing import Any
 
 import aiohttp
 
+from millions.edge.admin import ADMIN_TOKEN_ENV
 from millions.topology.backoff import RestartBackoff
 from millions.topology.components import (
+    START_ORDER,
     ComponentSpec,
     RunPaths,
     command,
@@ -36,12 +38,15 @@ from millions.topology.components import (
     web_spec,
 )
 from millions.topology.config import MillionsConfig, to_toml
+from millions.topology.run_secrets import run_secret
 
 log = logging.getLogger("millions.supervisor")
 
 PR_SET_PDEATHSIG = 1
 HEALTH_PROBE_INTERVAL_S = 1.0
 CONFIG_ERROR_EXIT = 2  # a component that exits 2 at start-up will never come up: fail fast
+KIND_NAMES = {"web": "web servers", "lb": "load balancers", "edge": "CDN edges"}
+KIND_ORDER = {"edge": 0, "lb": 1, "web": 2}  # front to back, as `status` lists a DC
 
 
 class StartupError(Exception):
@@ -62,6 +67,7 @@ class ComponentState(enum.StrEnum):
     BACKOFF = "restarting"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    DOWN = "down"  # killed with --no-restart while the topology runs
 
 
 def _die_with_parent() -> None:
@@ -100,6 +106,8 @@ class ManagedProcess:
 
     spec: ComponentSpec
     paths: RunPaths
+    argv: list[str]
+    env: dict[str, str]
     backoff: RestartBackoff
     on_change: Callable[[], None]
     state: ComponentState = ComponentState.STOPPED
@@ -124,7 +132,8 @@ class ManagedProcess:
         output = self.paths.output_file(self.spec.name).open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *command(self.spec, self.paths),
+                *self.argv,
+                env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
@@ -144,8 +153,11 @@ class ManagedProcess:
         if process is not self.process:
             return
         self.last_exit = code
-        if not self.restart_on_exit or self.state is ComponentState.STOPPING:
+        if self.state is ComponentState.STOPPING:
             self._set(ComponentState.STOPPED)
+            return
+        if not self.restart_on_exit:
+            self._set(ComponentState.DOWN)
             return
         delay = self.backoff.next_delay(time.time() - self.started_at)
         log.warning(
@@ -213,6 +225,14 @@ class Supervisor:
         self._probe_task: asyncio.Task[None] | None = None
         self._scale_lock = asyncio.Lock()
         self.control_url: str | None = None
+        self._admin_token: str | None = None
+
+    @property
+    def admin_token(self) -> str:
+        """The bearer token of the edges' purge API (shared with the web servers)."""
+        if self._admin_token is None:
+            self._admin_token = run_secret(self.paths.admin_token)
+        return self._admin_token
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -231,12 +251,11 @@ class Supervisor:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
         for dc in self.config.dcs:
             self._write_backends(dc, [s for s in specs if s.kind == "web" and s.dc == dc])
-        webs = [s for s in specs if s.kind == "web"]
-        notify(f"starting {len(webs)} web servers")
-        await self._start_group(webs, notify)
-        lbs = [s for s in specs if s.kind == "lb"]
-        notify(f"starting {len(lbs)} load balancers")
-        await self._start_group(lbs, notify)
+        for kind in START_ORDER:
+            group = [s for s in specs if s.kind == kind]
+            if group:
+                notify(f"starting {len(group)} {KIND_NAMES[kind]}")
+                await self._start_group(group, notify)
         self.phase = "running"
         self._probe_task = asyncio.create_task(self._probe_forever())
         self.write_state()
@@ -252,6 +271,8 @@ class Supervisor:
         managed = ManagedProcess(
             spec=spec,
             paths=self.paths,
+            argv=command(spec, self.paths, self.config),
+            env={**os.environ, ADMIN_TOKEN_ENV: self.admin_token},
             backoff=RestartBackoff(
                 self.config.supervisor.restart_backoff_s,
                 self.config.supervisor.restart_backoff_max_s,
@@ -317,7 +338,7 @@ class Supervisor:
                         )
 
     async def stop(self) -> None:
-        """Stop load balancers first (no new traffic), then web servers."""
+        """Stop in the reverse of START_ORDER: edges, load balancers, then web servers."""
         self.phase = "stopping"
         self.write_state()
         if self._probe_task is not None:
@@ -325,7 +346,7 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
         timeout = self.config.supervisor.stop_timeout_s
-        for kind in ("lb", "web"):
+        for kind in reversed(START_ORDER):
             group = [m for m in self.processes.values() if m.spec.kind == kind]
             await asyncio.gather(*(m.stop(timeout) for m in group))
         if self._http is not None:
@@ -411,6 +432,42 @@ class Supervisor:
             await asyncio.sleep(0.05)
         log.warning("drain timed out", extra={"dc": dc, "servers": addresses})
 
+    # -- CDN -------------------------------------------------------------------------
+
+    def edges(self) -> list[ManagedProcess]:
+        return [m for m in self._ordered() if m.spec.kind == "edge"]
+
+    async def purge(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send one purge request (the edge admin API's JSON body) to every edge at once.
+
+        A `url` that is a path (`/static/a.css`) is sent to each edge as the URL of that
+        path on the edge's own address. Each edge's answer is reported on its own: one edge
+        being down does not stop the others from purging, and the caller sees which did not."""
+        return list(await asyncio.gather(*(self._purge_edge(m, request) for m in self.edges())))
+
+    async def _purge_edge(self, managed: ManagedProcess, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._http is not None
+        spec = managed.spec
+        result: dict[str, Any] = {"edge": spec.name, "dc": spec.dc, "ok": False, "purged": 0}
+        url = f"http://{spec.host}:{spec.health_port}/purge"
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        target = request.get("url")
+        if isinstance(target, str) and target.startswith("/"):
+            request = {**request, "url": f"http://{spec.address}{target}"}
+        try:
+            async with self._http.post(url, json=request, headers=headers) as response:
+                text = await response.text()
+                if response.status != 200:
+                    result["error"] = f"HTTP {response.status}: {text.strip()}"
+                    return result
+                result["purged"] = int(json.loads(text)["purged"])
+                result["ok"] = True
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            result["error"] = f"unreachable ({managed.state}): {exc or type(exc).__name__}"
+        except (ValueError, KeyError, TypeError):
+            result["error"] = "the edge's answer was not the purge API's JSON"
+        return result
+
     # -- state -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -427,7 +484,7 @@ class Supervisor:
         dcs = list(self.config.dcs)
         return sorted(
             self.processes.values(),
-            key=lambda m: (dcs.index(m.spec.dc), m.spec.kind != "lb", m.spec.index),
+            key=lambda m: (dcs.index(m.spec.dc), KIND_ORDER[m.spec.kind], m.spec.index),
         )
 
     def write_state(self) -> None:

@@ -29,6 +29,7 @@ STATE_STYLE = {
     "unhealthy": "red",
     "stopping": "yellow",
     "stopped": "red",
+    "down": "red",
 }
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from millions.edge.links import CDN_HEALTH_URL_ENV, CDN_PURGE_URLS_ENV, CDN_URL_ENV
 from millions.telemetry import logs
 from millions.topology.config import MillionsConfig
+from millions.topology.run_secrets import run_secret
 from millions.web.ops import OpsMiddleware
 
 log = logging.getLogger("millions.web")
@@ -57,27 +58,23 @@ def session_secret(config: MillionsConfig, run_dir: Path) -> str:
     from_env = os.environ.get("MILLIONS_SESSION_SECRET")
     if from_env:
         return from_env
-    path = run_dir / SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    run_dir.mkdir(parents=True, exist_ok=True)
-    candidate = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(candidate)
-    return candidate
+    return run_secret(run_dir / SECRET_FILE)
 
 
-def prepare_environment(config: MillionsConfig, run_dir: Path, name: str) -> None:
-    """Tell the app where its data lives and who it is (read by the reference app)."""
+def prepare_environment(
+    config: MillionsConfig, run_dir: Path, name: str, dc: str | None = None
+) -> None:
+    """Tell the app where its data lives, who it is and, for a server of a DC with CDN
+    edges, which edge its pages link to and where to purge (read by the reference app)."""
     os.environ.setdefault("MILLIONS_DATA_DIR", str(run_dir / "data"))
     os.environ["MILLIONS_MAX_UPLOAD_BYTES"] = str(config.web.max_upload_bytes)
     os.environ["MILLIONS_COMPONENT"] = name
+    if dc is not None and config.edge.enabled:
+        os.environ[CDN_URL_ENV] = config.edge_url(dc)
+        os.environ[CDN_HEALTH_URL_ENV] = config.edge_ops_url(dc) + "/healthz"
+        os.environ[CDN_PURGE_URLS_ENV] = ",".join(
+            config.edge_ops_url(other) + "/purge" for other in config.dcs
+        )
 
 
 async def serve(
@@ -86,12 +83,13 @@ async def serve(
     listen: tuple[str, int],
     name: str,
     app_path: str | None = None,
+    dc: str | None = None,
 ) -> None:
     """Run one web server until SIGTERM/SIGINT."""
     from millions.sessions import open_store
     from millions.sessions.middleware import SessionMiddleware
 
-    prepare_environment(config, run_dir, name)
+    prepare_environment(config, run_dir, name, dc)
     app = load_app(app_path or config.app)
     store = open_store(config.sessions.engine, config.sessions.url, run_dir)
     wrapped = OpsMiddleware(
@@ -135,9 +133,10 @@ def run(
     name: str,
     app_path: str | None = None,
     log_file: Path | None = None,
+    dc: str | None = None,
 ) -> None:
     """Blocking entry point used by `millions web` and the supervisor."""
     import uvloop
 
     logs.configure(name, log_file)
-    uvloop.run(serve(config, run_dir, listen, name, app_path))
+    uvloop.run(serve(config, run_dir, listen, name, app_path, dc))

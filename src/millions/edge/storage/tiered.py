@@ -191,7 +191,12 @@ class TieredStore:
             return await self._purge_keys([primary], soft)
 
     async def purge_prefix(self, prefix: bytes, *, soft: bool = False) -> int:
-        """Purge every URI that starts with `prefix`."""
+        """Purge every URI that starts with `prefix`; a prefix that starts with `/` is a
+        path prefix, matched on every host (the same object reached by several names)."""
+        if prefix.startswith(b"/"):
+            return await self._purge_matching(
+                lambda primary, meta: _path_of(primary).startswith(prefix), soft
+            )
         return await self._purge_matching(lambda primary, meta: primary.startswith(prefix), soft)
 
     async def purge_surrogate_key(self, key: bytes, *, soft: bool = False) -> int:
@@ -258,3 +263,10 @@ def _fields(counters: TierCounters) -> dict[str, int]:
         "stored_bytes": counters.stored_bytes,
         "objects": counters.objects,
     }
+
+
+def _path_of(primary: bytes) -> bytes:
+    """The path-and-query of a primary key `scheme://authority/path?query`."""
+    _, _, rest = primary.partition(b"://")
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"
