@@ -164,6 +164,16 @@ async def test_prefix_purge(tmp_path: Path) -> None:
     assert store.stats().disk.objects == 1 and store.stats().memory.objects == 1
 
 
+async def test_a_path_prefix_purges_that_path_on_every_host(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    for uri in (b"http://a.test/img/1", b"http://b.test:8080/img/2", b"http://a.test/css/img"):
+        await store.put(uri, entry(), uri)
+    assert await store.purge_prefix(b"/img/") == 2
+    assert store.variants(b"http://a.test/img/1") == []
+    assert store.variants(b"http://b.test:8080/img/2") == []
+    assert len(store.variants(b"http://a.test/css/img")) == 1
+
+
 async def test_surrogate_key_purge_hard_and_soft(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     await store.put(b"/p1", entry((b"surrogate-key", b"photo-1 user-7")), b"1")

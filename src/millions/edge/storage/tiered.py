@@ -266,7 +266,10 @@ def _fields(counters: TierCounters) -> dict[str, int]:
 
 
 def _path_of(primary: bytes) -> bytes:
-    """The path-and-query of a primary key `scheme://authority/path?query`."""
-    _, _, rest = primary.partition(b"://")
+    """The path-and-query of a primary key `scheme://authority/path?query` (a key that
+    is not an absolute URI is all path)."""
+    _, separator, rest = primary.partition(b"://")
+    if not separator:
+        return primary
     slash = rest.find(b"/")
     return rest[slash:] if slash >= 0 else b"/"
