@@ -1,0 +1,354 @@
+"""CDN edge vs nginx proxy_cache and Varnish, side by side, in front of the same origin.
+
+    .venv/bin/python bench/edge/bench.py [--duration 10] [--rounds 3] [--connections 50]
+        [--objects 100000]
+
+Installs nginx, varnish and wrk with apt-get when missing (root, Debian). One origin
+(nginx, one worker, 127.0.58.10) serves a 1 KiB and a 256 KiB file with a one-hour
+max-age, and any `/miss/...` path with a 1 KiB body. In front of it, each pinned to CPU 1
+with `taskset` so each is one worker on one core: nginx proxy_cache (one worker,
+127.0.58.1), Varnish (malloc storage, 127.0.58.3) and the millions edge (one process,
+127.0.58.2). wrk runs on CPU 0.
+
+Hits: `wrk -t1 -cN -dD` on the 1 KiB and the 256 KiB URL of each cache after one warm-up
+request, rounds interleaved, medians reported with the ratios the targets name (1 KiB vs
+nginx, 256 KiB vs Varnish). Misses: the same wrk load on unique `/miss/<n>` paths (every
+request a miss and an origin fetch). Memory: after the runs, a fresh edge is filled with
+`--objects` distinct 1 KiB objects; its RSS is compared with the bytes its memory tier
+reports as stored. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ORIGIN = ("127.0.58.10", 18090)
+NGINX = ("127.0.58.1", 18091)
+EDGE = ("127.0.58.2", 18092)
+EDGE_OPS = ("127.0.58.2", 19092)
+VARNISH = ("127.0.58.3", 18093)
+MEMORY_EDGE = ("127.0.58.4", 18094)
+MEMORY_EDGE_OPS = ("127.0.58.4", 19094)
+PROXY_CPU = "1"
+CLIENT_CPU = "0"
+SIZES = {"1k": 1024, "256k": 256 * 1024}
+
+ORIGIN_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/origin.pid;
+error_log {dir}/origin-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen {host}:{port} backlog=4096;
+    root {dir}/files;
+    location /o/ {{ expires 1h; }}
+    location /miss/ {{
+      add_header Cache-Control "max-age=3600";
+      return 200 "{miss_body}";
+    }}
+  }}
+}}
+"""
+
+NGINX_CACHE_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/cache.pid;
+error_log {dir}/cache-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  proxy_cache_path {dir}/nginx-cache levels=1:2 keys_zone=edge:256m max_size=4g
+                   inactive=1h use_temp_path=off;
+  upstream origin {{ server {origin}; keepalive 64; }}
+  server {{
+    listen {host}:{port} backlog=4096;
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache edge;
+      add_header X-Cache $upstream_cache_status;
+    }}
+  }}
+}}
+"""
+
+VCL = """
+vcl 4.1;
+backend origin {{ .host = "{host}"; .port = "{port}"; }}
+"""
+
+EDGE_SCRIPT = """
+from pathlib import Path
+from millions.edge.main import run
+run(({h!r}, {p}), {origin!r}, ({oh!r}, {op}), {memory}, "bench-edge", Path({log!r}),
+    cache_dir=Path({cache!r}), disk_bytes={disk})
+"""
+
+MISS_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/miss/" .. counter .. "-" .. math.random(1000000000))
+end
+"""
+
+
+def ensure_tools() -> None:
+    tools = {"nginx": "nginx-light", "varnishd": "varnish", "wrk": "wrk"}
+    missing = [name for name in tools if shutil.which(name) is None]
+    if not missing:
+        return
+    print(f"installing {', '.join(missing)} with apt-get", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *(tools[m] for m in missing)],
+        check=True,
+        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+
+
+def wait_ok(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200")
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def wrk(url: str, connections: int, duration: int, script: Path | None = None) -> float:
+    args = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        raise RuntimeError(f"errors from {url}:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match is not None, out
+    return float(match.group(1))
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def stored_memory_bytes(ops: tuple[str, int]) -> tuple[float, float]:
+    text = urllib.request.urlopen(f"http://{ops[0]}:{ops[1]}/metrics", timeout=5).read().decode()
+    values = {}
+    for name in ("millions_edge_stored_bytes", "millions_edge_stored_objects"):
+        match = re.search(rf'^{name}{{tier="memory"}} ([\d.e+]+)$', text, re.M)
+        assert match is not None, name
+        values[name] = float(match.group(1))
+    return values["millions_edge_stored_bytes"], values["millions_edge_stored_objects"]
+
+
+async def fill(base: str, count: int, concurrency: int = 64) -> None:
+    """GET `count` distinct /miss/ URLs through the edge, `concurrency` at a time."""
+    import aiohttp
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(count):
+        queue.put_nowait(index)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while not queue.empty():
+                index = queue.get_nowait()
+                async with session.get(f"{base}/miss/fill-{index}") as response:
+                    await response.read()
+                    assert response.status == 200
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def start_edge(
+    workdir: Path, name: str, listen: tuple[str, int], ops: tuple[str, int], memory: int
+) -> subprocess.Popen[bytes]:
+    script = EDGE_SCRIPT.format(
+        h=listen[0],
+        p=listen[1],
+        origin=f"http://{ORIGIN[0]}:{ORIGIN[1]}",
+        oh=ops[0],
+        op=ops[1],
+        memory=memory,
+        log=str(workdir / f"{name}.log"),
+        cache=str(workdir / f"{name}-cache"),
+        disk=8 << 30,
+    )
+    return subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, "-c", script])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--objects", type=int, default=100_000)
+    args = parser.parse_args()
+    ensure_tools()
+    workdir = Path(tempfile.mkdtemp(prefix="millions-edge-bench-"))
+    workdir.chmod(0o755)  # nginx workers run as an unprivileged user and read files here
+    (workdir / "files" / "o").mkdir(parents=True)
+    for label, size in SIZES.items():
+        (workdir / "files" / "o" / f"{label}.bin").write_bytes(bytes(i % 251 for i in range(size)))
+    origin = f"{ORIGIN[0]}:{ORIGIN[1]}"
+    (workdir / "origin.conf").write_text(
+        ORIGIN_CONF.format(dir=workdir, host=ORIGIN[0], port=ORIGIN[1], miss_body="m" * 1024)
+    )
+    (workdir / "cache.conf").write_text(
+        NGINX_CACHE_CONF.format(dir=workdir, host=NGINX[0], port=NGINX[1], origin=origin)
+    )
+    (workdir / "default.vcl").write_text(VCL.format(host=ORIGIN[0], port=ORIGIN[1]))
+    (workdir / "miss.lua").write_text(MISS_LUA)
+    pin = ["taskset", "-c", PROXY_CPU]
+    processes = {
+        "origin": subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                CLIENT_CPU,
+                "nginx",
+                "-c",
+                str(workdir / "origin.conf"),
+                "-p",
+                str(workdir),
+            ]
+        ),
+        "nginx": subprocess.Popen(
+            [*pin, "nginx", "-c", str(workdir / "cache.conf"), "-p", str(workdir)]
+        ),
+        "varnish": subprocess.Popen(
+            [
+                *pin,
+                "varnishd",
+                "-F",
+                "-j",
+                "none",
+                "-n",
+                str(workdir / "varnish"),
+                "-a",
+                f"{VARNISH[0]}:{VARNISH[1]}",
+                "-f",
+                str(workdir / "default.vcl"),
+                "-s",
+                "malloc,1g",
+                "-p",
+                "thread_pools=1",
+            ],
+            stdout=subprocess.DEVNULL,
+        ),
+        "millions": start_edge(workdir, "edge", EDGE, EDGE_OPS, 1 << 30),
+    }
+    bases = {
+        "nginx": f"http://{NGINX[0]}:{NGINX[1]}",
+        "varnish": f"http://{VARNISH[0]}:{VARNISH[1]}",
+        "millions": f"http://{EDGE[0]}:{EDGE[1]}",
+    }
+    try:
+        wait_ok(f"http://{origin}/o/1k.bin")
+        for base in bases.values():
+            wait_ok(f"{base}/o/1k.bin")
+        rps: dict[str, dict[str, list[float]]] = {
+            case: {name: [] for name in bases} for case in [*SIZES, "miss"]
+        }
+        for label, size in SIZES.items():
+            for name, base in bases.items():
+                for _ in range(3):  # warm: the second and third are hits everywhere
+                    status, _headers, body = fetch(f"{base}/o/{label}.bin")
+                    assert status == 200 and len(body) == size, (name, status, len(body))
+                wrk(f"{base}/o/{label}.bin", args.connections, 2)
+        for round_index in range(args.rounds):
+            for case in [*SIZES, "miss"]:
+                for name, base in bases.items():
+                    if case == "miss":
+                        rate = wrk(
+                            f"{base}/", args.connections, args.duration, workdir / "miss.lua"
+                        )
+                    else:
+                        rate = wrk(f"{base}/o/{case}.bin", args.connections, args.duration)
+                    rps[case][name].append(rate)
+                    print(
+                        f"round {round_index + 1} {case:5} {name:9} {rate:9.0f} req/s", flush=True
+                    )
+        medians = {
+            case: {n: statistics.median(v) for n, v in by.items()} for case, by in rps.items()
+        }
+        summary: dict[str, object] = {"rps_median": medians}
+        summary["ratio_1k_vs_nginx"] = medians["1k"]["millions"] / medians["1k"]["nginx"]
+        summary["ratio_256k_vs_varnish"] = medians["256k"]["millions"] / medians["256k"]["varnish"]
+        summary["ratio_miss_vs_nginx"] = medians["miss"]["millions"] / medians["miss"]["nginx"]
+        summary["ratio_miss_vs_varnish"] = medians["miss"]["millions"] / medians["miss"]["varnish"]
+        for name in ("nginx", "varnish", "millions"):
+            processes[name].terminate()
+            processes[name].wait(10)
+        memory_edge = start_edge(workdir, "memory-edge", MEMORY_EDGE, MEMORY_EDGE_OPS, 4 << 30)
+        processes["memory-edge"] = memory_edge
+        wait_ok(f"http://{MEMORY_EDGE_OPS[0]}:{MEMORY_EDGE_OPS[1]}/healthz")
+        base_rss = rss_bytes(memory_edge.pid)
+        asyncio.run(fill(f"http://{MEMORY_EDGE[0]}:{MEMORY_EDGE[1]}", args.objects))
+        stored, objects = stored_memory_bytes(MEMORY_EDGE_OPS)
+        rss = rss_bytes(memory_edge.pid)
+        summary["memory"] = {
+            "objects": objects,
+            "stored_bytes": stored,
+            "rss_bytes": rss,
+            "rss_before_fill_bytes": base_rss,
+            "rss_over_stored": rss / stored,
+        }
+        print(json.dumps(summary, indent=2))
+        met = (
+            summary["ratio_1k_vs_nginx"] >= 1.0  # type: ignore[operator]
+            and summary["ratio_256k_vs_varnish"] >= 1.0  # type: ignore[operator]
+            and rss / stored <= 1.5
+            and objects >= args.objects
+        )
+        print(
+            "targets (1 KiB >= 1.0x nginx, 256 KiB >= 1.0x Varnish, RSS <= 1.5x stored):",
+            "met" if met else "NOT met",
+        )
+        return 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
