@@ -57,6 +57,8 @@ class FakeState:
     title_mismatches: int = 0  # upload titled with a name other than the session's user
     authenticated_users: set[str] = field(default_factory=set)
     sessions_issued: dict[str, str] = field(default_factory=dict)  # every sid ever -> user
+    host_headers: Counter[str] = field(default_factory=Counter)
+    served_at: list[tuple[float, str]] = field(default_factory=list)  # (time, local address)
 
     @property
     def setup_requests(self) -> int:
@@ -165,6 +167,10 @@ def build_app(state: FakeState) -> Any:
             return
         path = scope["path"]
         state.requests_by_path[path] += 1
+        state.served_at.append((time.monotonic(), scope["server"][0]))
+        for name, value in scope["headers"]:
+            if name == b"host":
+                state.host_headers[value.decode()] += 1
 
         async def send_served_by(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -204,16 +210,15 @@ def build_app(state: FakeState) -> Any:
 
 
 class FakeServer:
-    """The fake app on uvicorn in a background thread, on a loopback address of ours."""
+    """The fake app on uvicorn in a background thread, on a loopback address of ours (and,
+    sharing its state and port, on `extra_hosts`: one site reached at several addresses)."""
 
-    def __init__(self, host: str, name: str) -> None:
+    def __init__(self, host: str, name: str, extra_hosts: tuple[str, ...] = ()) -> None:
         self.state = FakeState(name=name)
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
-        # listening socket says proto=TCP; with proto 0 every keep-alive response stalls ~40 ms.
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, 0))
-        self.url = f"http://{host}:{self._sock.getsockname()[1]}"
+        self._sock = _listener(host, 0)
+        self.port = self._sock.getsockname()[1]
+        self._extra = [_listener(extra, self.port) for extra in extra_hosts]
+        self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(
             build_app(self.state),
             log_level="critical",
@@ -223,7 +228,7 @@ class FakeServer:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+            target=self._server.run, kwargs={"sockets": [self._sock, *self._extra]}, daemon=True
         )
 
     def start(self, timeout_s: float = 10.0) -> None:
@@ -237,4 +242,14 @@ class FakeServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
-        self._sock.close()
+        for sock in [self._sock, *self._extra]:
+            sock.close()
+
+
+def _listener(host: str, port: int) -> socket.socket:
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listening socket says proto=TCP; with proto 0 every keep-alive response stalls ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock

@@ -1,4 +1,5 @@
-"""What a load run does: how many users, for how long, at what pace, doing what.
+"""What a load run does: how many users, for how long, at what pace, doing what, and
+(optionally) through which geo DNS server and from which client networks.
 
 `LoadConfig` validates itself on construction so a bad value is one clear `ValueError`
 naming the field, before any connection is opened.
@@ -6,6 +7,7 @@ naming the field, before any connection is opened.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,6 +37,48 @@ MAX_REQUEST_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
+class GeoDnsClients:
+    """Users resolve target names through `server` (HOST:PORT), each from the source
+    address of its region (`sources`: region -> 127.x address), spread round-robin."""
+
+    server: str
+    sources: dict[str, str]
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.server.rpartition(":")
+        _require(
+            bool(sep) and _is_ipv4(host) and port.isdigit() and 0 < int(port) < 65536,
+            "dns.server",
+            f"expected IPV4:PORT of the DNS server, got {self.server!r}",
+        )
+        _require(bool(self.sources), "dns.sources", "at least one region is needed")
+        for region, source in self.sources.items():
+            _require(
+                _is_ipv4(source) and ipaddress.IPv4Address(source).is_loopback,
+                "dns.sources",
+                f"source of region {region!r} must be a 127.x address, got {source!r}",
+            )
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        host, _, port = self.server.rpartition(":")
+        return host, int(port)
+
+    def region_for_user(self, user_index: int) -> tuple[str, str]:
+        """(region, source address) of user number `user_index`."""
+        regions = list(self.sources.items())
+        return regions[user_index % len(regions)]
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
 class LoadConfig:
     """One load run. `rate=None` is closed loop; a number is open-loop total requests/s."""
 
@@ -49,6 +93,7 @@ class LoadConfig:
     request_timeout_s: float = 10.0
     setup_concurrency: int = 16
     seed: int = 0
+    dns: GeoDnsClients | None = None  # None: connect to the targets' hosts as given
 
     def __post_init__(self) -> None:
         if not self.targets:

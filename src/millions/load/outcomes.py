@@ -28,6 +28,7 @@ AUTHENTICATED_ACTIONS = frozenset({"me", "list", "upload"})
 LOGGED_OUT = "logged_out"
 WRONG_USER = "wrong_user"
 BAD_RESPONSE = "bad_response"
+DNS_FAILURE = "dns"  # the target's name did not resolve through the geo DNS
 
 
 def status_failure(action: str, status: int) -> str | None:

@@ -11,8 +11,11 @@ expensive request. The main phase then runs for `duration_s`:
   rather than delayed, so a slow server cannot quietly lower the offered load
   (no coordinated omission).
 
-Each user has one request in flight at most and its own cookies (`cookies.py`); all
-users share one aiohttp session and one keep-alive connector sized to the user count.
+Each user has one request in flight at most and its own cookies (`cookies.py`); users
+share one aiohttp session and keep-alive connector per client network. With geo DNS
+(`LoadConfig.dns`) a user resolves the target's name through the DNS server from its
+region's source address, caches the answer for its TTL (`resolver.py`), connects from
+that address to the IP it got and names the site in the Host header, like a browser.
 When the run ends, in-flight requests get a short grace period and are then cancelled
 and counted as such. A user that gets a 401 on an authenticated action is counted as
 logged out once and logs in again as its next request.
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -42,6 +45,7 @@ from millions.load.cookies import apply_set_cookie, cookie_header
 from millions.load.images import CONTENT_TYPES, EXTENSIONS, VARIANTS, generated_image
 from millions.load.outcomes import (
     BAD_RESPONSE,
+    DNS_FAILURE,
     LOGGED_OUT,
     exception_failure,
     identity_failure,
@@ -49,6 +53,7 @@ from millions.load.outcomes import (
     status_failure,
     upload_failure,
 )
+from millions.load.resolver import AnswerCache, GeoDnsClient, ResolveError, is_ip_literal
 from millions.load.stats import LoadReport, LoadSnapshot, LoadStats
 from millions.load.targets import target_for_user
 
@@ -72,6 +77,9 @@ class SimulatedUser:
     cookies: dict[str, str] = field(default_factory=dict)
     logged_in: bool = False
     uploads: int = 0
+    region: str | None = None
+    source_address: str | None = None  # the client network it connects and resolves from
+    answers: AnswerCache = field(default_factory=AnswerCache)
 
 
 class _Result(NamedTuple):
@@ -94,7 +102,8 @@ class LoadRunner:
         self._inflight: set[asyncio.Task[None]] = set()  # open-loop requests
         self._tasks: set[asyncio.Task[None]] = set()  # every task this run started
         self._task_errors: list[BaseException] = []
-        self._http: aiohttp.ClientSession | None = None
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+        self.dns = None if config.dns is None else GeoDnsClient(config.dns.server_address)
         secret_rng = random.SystemRandom()
         self.users = [
             SimulatedUser(
@@ -106,6 +115,9 @@ class LoadRunner:
             )
             for n in range(config.users)
         ]
+        if config.dns is not None:
+            for user in self.users:
+                user.region, user.source_address = config.dns.region_for_user(user.index)
 
     def stop(self) -> None:
         """End the run early: no new requests; in-flight ones get a short grace period.
@@ -125,15 +137,12 @@ class LoadRunner:
         if self._started:
             raise RuntimeError("a LoadRunner runs once; create a new one")
         self._started = True
-        connector = aiohttp.TCPConnector(limit=self.config.users, limit_per_host=0)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
-            headers={"User-Agent": USER_AGENT},
-        )
         try:
-            async with session as self._http:
+            async with contextlib.AsyncExitStack() as sessions:
+                for source in {user.source_address for user in self.users}:
+                    self._sessions[source] = await sessions.enter_async_context(
+                        self._client_session(source)
+                    )
                 try:
                     await self._setup_phase()
                     ready = [user for user in self.users if user.logged_in]
@@ -147,6 +156,38 @@ class LoadRunner:
         if self._task_errors:
             raise self._task_errors[0]
         return self._stats.report()
+
+    def _client_session(self, source: str | None) -> aiohttp.ClientSession:
+        """The keep-alive session of one client network (connections leave from `source`)."""
+        connector = aiohttp.TCPConnector(
+            limit=self.config.users,
+            limit_per_host=0,
+            local_addr=None if source is None else (source, 0),
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def _address(self, user: SimulatedUser) -> tuple[str, str | None]:
+        """The URL base to connect to and the Host header to send (None: from the URL).
+
+        Without geo DNS the target itself; with it, the address the user's cached (or a
+        fresh) answer names. ResolveError when the name does not resolve."""
+        parts = urlsplit(user.base_url)
+        host = parts.hostname or ""
+        if self.dns is None or is_ip_literal(host):
+            return user.base_url, None
+        now = time.monotonic()
+        address = user.answers.get(host, now)
+        if address is None:
+            answer = await self.dns.resolve(host, user.source_address)
+            user.answers.put(host, answer, now)
+            address = answer.address
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{address}{port}", parts.netloc
 
     # phases
 
@@ -374,9 +415,8 @@ class LoadRunner:
         check: Callable[[Any], str | None] | None = None,
     ) -> _Result:
         """Send one request as `user`, classify it and count it. `check` validates JSON."""
-        assert self._http is not None
         url = f"{user.base_url}{path}"
-        headers = {"Cookie": cookie_header(user.cookies)} if user.cookies else None
+        headers = {"Cookie": cookie_header(user.cookies)} if user.cookies else {}
         status: int | None = None
         served_by: str | None = None
         body = b""
@@ -384,9 +424,12 @@ class LoadRunner:
         message = ""
         started = time.perf_counter()
         try:
-            async with self._http.request(
+            base, host = await self._address(user)
+            if host is not None:
+                headers["Host"] = host
+            async with self._sessions[user.source_address].request(
                 method,
-                url,
+                f"{base}{path}",
                 headers=headers,
                 json=json_body,
                 data=form,
@@ -401,6 +444,9 @@ class LoadRunner:
         except asyncio.CancelledError:
             self._stats.cancelled_requests += 1
             raise
+        except ResolveError as exc:
+            failure = DNS_FAILURE
+            message = f"{method} {url}: DNS: {exc}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = exception_failure(exc)
             message = f"{method} {url}: {type(exc).__name__}: {exc}"
