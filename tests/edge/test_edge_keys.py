@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from millions.edge.keys import CacheKeyError, normalize_target, request_key
+from millions.edge.keys import CacheKeyError, is_override_field, normalize_target, request_key
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -129,3 +129,19 @@ def test_target_normalization_is_idempotent(target: bytes) -> None:
     except CacheKeyError:
         return
     assert normalize_target(once) == once
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        (b"x-forwarded-host", True),
+        (b"x_forwarded_host", True),
+        (b"x-original_url", True),
+        (b"x-http-host-override", True),
+        (b"x_custom_field", False),
+        (b"x-forwarded-for", False),
+        (b"host", False),
+    ],
+)
+def test_override_fields_are_recognized_in_either_spelling(name: bytes, overrides: bool) -> None:
+    assert is_override_field(name) is overrides

@@ -20,9 +20,10 @@ GET and HEAD share a key: only GET responses are stored, and HEAD is answered fr
 Other methods get the method as a prefix so their keys can never name a stored GET.
 
 `UNKEYED_OVERRIDE_FIELDS` lists request fields that some frameworks use to rewrite the
-host, URL or method. They are not part of the key, so a client could use them to make the
-origin return a different response for a keyed URL; the proxy strips them from requests
-before forwarding.
+host, URL, scheme or method (Werkzeug's ProxyFix, Django, Symfony, Rack, IIS rewrites).
+They are not part of the key, so a client could use them to make the origin return a
+different response for a keyed URL; the proxy strips them from requests before
+forwarding (`is_override_field`, which also catches underscore spellings).
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ UNKEYED_OVERRIDE_FIELDS = frozenset(
         b"x-forwarded-scheme",
         b"x-forwarded-port",
         b"x-forwarded-prefix",
+        b"x-forwarded-uri",
+        b"x-forwarded-ssl",
+        b"front-end-https",
+        b"x-url-scheme",
         b"x-host",
+        b"x-http-host-override",
         b"x-original-url",
+        b"x-original-uri",
         b"x-original-host",
         b"x-rewrite-url",
         b"x-http-method-override",
@@ -52,6 +59,15 @@ UNKEYED_OVERRIDE_FIELDS = frozenset(
         b"forwarded",
     }
 )
+
+
+def is_override_field(name: bytes) -> bool:
+    """Whether a lower-cased field name is an override field, also when spelled with
+    underscores: CGI-style servers (WSGI, PHP) read `X_Forwarded_Host` as
+    `X-Forwarded-Host`, since both become `HTTP_X_FORWARDED_HOST`."""
+    return name in UNKEYED_OVERRIDE_FIELDS or (
+        b"_" in name and name.replace(b"_", b"-") in UNKEYED_OVERRIDE_FIELDS
+    )
 
 
 class CacheKeyError(ValueError):

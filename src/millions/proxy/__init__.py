@@ -7,6 +7,8 @@ asyncio Protocols on uvloop with httptools (llhttp) parsing on both sides:
 - `exchange`: one request and its response (`Exchange`), forwarded with retries through an
   `UpstreamPicker` or answered locally; a `RequestHandler` decides which.
 - `upstream`: keep-alive connections per upstream server (`UpstreamPool`).
+- `bodies`: local bodies that are not bytes: file regions sent with os.sendfile
+  (`Exchange.respond_file`) and streams the handler writes (`Exchange.respond_stream`).
 - `http11`: the wire pieces (status lines, framing, header classes, request ids).
 """
 

@@ -18,6 +18,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from millions.proxy.bodies import FileSender, ResponseStream
 from millions.proxy.http11 import (
     CHUNKED_HEADER,
     CHUNKED_LINE,
@@ -249,27 +250,98 @@ class Exchange:
         if self.state == RESPONDING:
             self._abort_client()
             return
+        parts, sends_body = self._local_head(status, headers, len(body))
+        if sends_body:
+            parts.append(body)
+        self.out.append(b"".join(parts))
+        self.flush()
+        self._finished(self.client.loop.time())
+
+    def respond_file(
+        self,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]],
+        file_fd: int,
+        offset: int,
+        length: int,
+        done: Callable[[int], None],
+    ) -> None:
+        """Answer locally with `length` bytes of an open file from `offset` as the body,
+        sent with os.sendfile (`FileSender`). Head as in `respond_composed`. `done(sent)`
+        is called once when the file is no longer needed (the caller closes it there)."""
+        if self.state != WAITING and self.state != FORWARDING:
+            if self.state == RESPONDING:
+                self._abort_client()
+            done(0)
+            return
+        parts, sends_body = self._local_head(status, headers, length)
+        self.out.append(b"".join(parts))
+        self.state = RESPONDING
+        self.flush()
+        if not sends_body or length == 0 or self.client.closed:
+            done(0)
+            self._finished(self.client.loop.time())
+            return
+        FileSender(self, file_fd, offset, length, done).start()
+
+    def respond_stream(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], length: int | None
+    ) -> ResponseStream:
+        """Answer locally with a body the caller writes to the returned stream as it
+        arrives; `length` None frames it chunked (HTTP/1.1) or by closing (HTTP/1.0).
+        For HEAD and bodiless statuses the response is complete at once (the stream is
+        `gone` and ignores writes)."""
+        if self.state != WAITING and self.state != FORWARDING:
+            if self.state == RESPONDING:
+                self._abort_client()
+            return ResponseStream(self, False)
+        parts, sends_body = self._local_head(status, headers, length)
+        self.out.append(b"".join(parts))
+        self.state = RESPONDING
+        self.flush()
+        stream = ResponseStream(self, sends_body and length is None and self.http11)
+        if not sends_body or length == 0 or self.client.closed:
+            self._finished(self.client.loop.time())
+            return stream
+        self.client.body_sender = stream
+        return stream
+
+    def _local_head(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], length: int | None
+    ) -> tuple[list[bytes], bool]:
+        """The head of a local response as parts to join, and whether a body follows."""
         self._detach_upstream()
         close = not self.keep_alive or not self.body_complete or self.client.closing
         self.body_pending = None
         self.status = status
-        self.close_after = close
         parts = [status_line(status)]
         for name, value in headers:
             parts += (name, COLON_SP, value, CRLF)
         bodiless = status < 200 or status in (204, 304)
         if not bodiless:
-            parts.append(content_length_line(len(body)))
+            if length is not None:
+                parts.append(content_length_line(length))
+            elif self.http11:
+                parts.append(CHUNKED_HEADER)
+            elif self.method != _HEAD:
+                close = True  # HTTP/1.0: the close delimits the body
         if close:
             parts.append(CONNECTION_CLOSE)
         elif not self.http11:
             parts.append(CONNECTION_KEEP_ALIVE)
         parts.append(CRLF)
-        if not bodiless and self.method != _HEAD:
-            parts.append(body)
-        self.out.append(b"".join(parts))
-        self.flush()
-        self._finished(self.client.loop.time())
+        self.close_after = close
+        return parts, not bodiless and self.method != _HEAD
+
+    def body_sent(self) -> None:
+        """A file or stream body was sent whole: the response is complete."""
+        if self.state != DONE:
+            self._finished(self.client.loop.time())
+
+    def abort_response(self) -> None:
+        """A file or stream body cannot be completed: cut the connection."""
+        if self.state != DONE:
+            self._abort_client()
 
     def forward(self, picker: UpstreamPicker) -> None:
         """Send the request upstream to a server the picker chooses."""

@@ -6,8 +6,9 @@ application, so that no message is read in two ways by two parties (request smug
 * Content-Length together with Transfer-Encoding, duplicate Content-Length, a
   Transfer-Encoding other than exactly `chunked`, chunked with HTTP/1.0, obs-fold, bare
   CR or LF, control characters in fields, a bad request line or version, a missing or
-  repeated Host (HTTP/1.1), a head over `max_header_bytes`: answered `400` with
-  `Connection: close`, after which the connection is closed.
+  repeated Host (HTTP/1.1), userinfo in an absolute-form target, a head over
+  `max_header_bytes`: answered `400` with `Connection: close`, after which the
+  connection is closed.
 * The forwarded request head is rebuilt from the parsed pieces (never copied), so lenient
   spots of llhttp (several spaces between request-line words, RFC 9112 section 3 allows
   that) cannot reach the upstream.
@@ -25,6 +26,7 @@ from typing import cast
 
 import httptools
 
+from millions.proxy.bodies import FileSender, ResponseStream
 from millions.proxy.deadlines import Deadlines
 from millions.proxy.exchange import (
     DONE,
@@ -79,6 +81,7 @@ class HttpServerProtocol(asyncio.Protocol):
     """One client connection."""
 
     __slots__ = (
+        "body_sender",
         "client_ip",
         "closed",
         "closing",
@@ -124,6 +127,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self.id_counter = server.request_ids.counter
         self.head_tail = server.head_tail
         self.out: list[bytes] = []
+        #: The local body being sent (a file or a stream), told about flow and loss.
+        self.body_sender: FileSender | ResponseStream | None = None
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
         self.queue: deque[Exchange] | None = None
@@ -152,6 +157,9 @@ class HttpServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connection_closed(self)
+        sender = self.body_sender
+        if sender is not None:
+            sender.client_lost()
         current = self.current
         if current is not None:
             self.current = None
@@ -205,6 +213,9 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.current is not None:
             self.deadline = 0.0
             self.current.resume_response()
+            sender = self.body_sender
+            if sender is not None:
+                sender.client_resumed()
         else:
             self.deadline = self.loop.time() + self.settings.idle_timeout_s
 
@@ -328,6 +339,8 @@ class HttpServerProtocol(asyncio.Protocol):
             raise RequestRejected(400, "invalid request target") from None
         if url.schema not in (b"http", b"https") or not url.host:
             raise RequestRejected(400, "invalid request target")
+        if url.userinfo:  # RFC 9110 section 4.2.4: an error (it obscures the authority)
+            raise RequestRejected(400, "userinfo in request target")
         authority = url.host if url.port is None else b"%s:%d" % (url.host, url.port)
         request.host = authority  # RFC 9112 section 3.2.2: the target's authority wins
         path = url.path or b"/"
@@ -410,12 +423,12 @@ class HttpServerProtocol(asyncio.Protocol):
         """The response to `exchange` is complete (written to the transport)."""
         if exchange is not self.current:
             return
-        self.current = None
         if self.paused & PAUSE_BODY:
             self._resume(PAUSE_BODY)
         if close or not exchange.body_complete:
-            self.close()
+            self.close()  # `exchange` stays `current`: see _handle_no_more
             return
+        self.current = None
         queue = self.queue
         if queue:
             following = queue.popleft()
@@ -432,6 +445,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._send_rejection()
             return
         if self.closing:
+            self.current = exchange  # see _handle_no_more
             self.close()
             return
         if self.parsing is None:
@@ -475,13 +489,27 @@ class HttpServerProtocol(asyncio.Protocol):
         """Close after everything written so far has been sent."""
         if not self.closed and self.transport is not None:
             self.closed = True
+            self._handle_no_more()
             self.transport.close()
 
     def abort(self) -> None:
         """Close at once (a response that cannot be completed, a stuck client)."""
         if self.transport is not None:
             self.closed = True
+            self._handle_no_more()
             self.transport.abort()
+
+    def _handle_no_more(self) -> None:
+        """Handle no request parsed from now on. A request answered at once inside
+        `on_headers_complete` (a 400 from the handler, a cache hit with Connection: close)
+        can close the connection while llhttp still parses the rest of the same read;
+        with a finished exchange as `current` (the last one, kept by `exchange_finished`,
+        or a placeholder), requests parsed there are queued, never handled. This costs
+        nothing per request, unlike a `closed` check in `on_headers_complete`."""
+        if self.current is None:
+            finished = Exchange(self, b"")
+            finished.state = DONE
+            self.current = finished
 
     def shut_down(self) -> None:
         """Graceful stop: finish the request in progress, then close."""

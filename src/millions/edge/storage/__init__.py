@@ -12,9 +12,9 @@ Usage from the server:
     store = await TieredStore.open(path, memory_bytes=..., disk_bytes=...)
     entry = select_variant(store.variants(rkey.key), request_headers)
     body = await store.body(rkey.key, entry.secondary_key)   # bytes | DiskBody | None
-    if isinstance(body, DiskBody):
-        with body:
-            await loop.sendfile(transport, body.file, body.offset, body.length)
+    if isinstance(body, DiskBody):                           # sent with os.sendfile,
+        exchange.respond_file(status, fields, body.file.fileno(), body.offset,
+                              body.length, lambda sent: body.close())   # then closed
     await store.put(rkey.key, entry, body_bytes)              # small, complete bodies
     writer = await store.begin(rkey.key, entry.secondary_key)       # large, streamed bodies
     await writer.write(chunk); ...; await writer.commit(entry)   # or await writer.abort()

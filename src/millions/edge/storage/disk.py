@@ -4,7 +4,7 @@ File layout: a fixed header (magic, body length, primary key length, metadata le
 CRC-32 of key and metadata), the body, the primary key, the metadata blob. The body comes
 first so a streamed body is written as it arrives and the metadata, known only at the end,
 is appended at commit; the body sits at a fixed offset, so a hit is (file, offset, length)
-for `loop.sendfile`. Files are written to `tmp/` and renamed into `objects/` (atomic on
+for `os.sendfile`. Files are written to `tmp/` and renamed into `objects/` (atomic on
 POSIX), so a reader never sees half an object; an open reader keeps the old file if the
 object is replaced or purged meanwhile.
 
@@ -71,7 +71,7 @@ class _Record:
 
 @dataclass(slots=True)
 class DiskBody:
-    """An open stored body: send `length` bytes from `offset` of `file` (`loop.sendfile`
+    """An open stored body: send `length` bytes from `offset` of `file` (`os.sendfile`
     takes exactly these). The file stays readable if the object is purged meanwhile.
     Close it when done (it is a context manager)."""
 

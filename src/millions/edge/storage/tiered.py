@@ -2,7 +2,7 @@
 
 Small objects (at most `small_object_bytes`) live in memory and are written through to
 disk, so they survive a restart; large ones go to disk only, streamed, and leave through
-`loop.sendfile`. A disk hit on a small object promotes it back to memory.
+`os.sendfile`. A disk hit on a small object promotes it back to memory.
 
 Disk work runs in worker threads (`asyncio.to_thread`); memory work runs inline on the
 loop. One `asyncio.Lock` orders the steps that publish or drop objects (commits, metadata
