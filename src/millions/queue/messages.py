@@ -1,0 +1,131 @@
+"""Message bodies and names: JSON payloads, size limits, queue names, idempotency keys. Pure.
+
+A payload is any JSON value. It is encoded once, at publish, to compact UTF-8 JSON and
+checked against the size limit before anything is written, so a producer learns at the
+call site that a message cannot be queued (`MessageTooLargeError`,
+`UnserializableMessageError`). Decoding never raises anything but `MessageDecodeError`:
+a consumer that meets bytes it cannot read (a corrupt row, a foreign publisher)
+dead-letters that one message and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+#: Longest delay a message may be given (delayed publish, retry backoff). The RabbitMQ
+#: engine's delay chain covers this range; the SQLite engine enforces it too so both behave.
+MAX_DELAY_S = 7 * 24 * 3600.0
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,119}")
+#: Suffixes the RabbitMQ engine uses for a queue's own dead-letter and delay queues.
+RESERVED_SUFFIXES = (".dead", ".delay")
+
+
+class MessageError(ValueError):
+    """A message that cannot be queued; the text says which limit it breaks."""
+
+
+class MessageTooLargeError(MessageError):
+    """The encoded payload is over the configured `max_message_bytes`."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"message is {size} bytes encoded, over the {limit}-byte limit "
+            "(queue max_message_bytes); store large data elsewhere and queue a reference"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class UnserializableMessageError(MessageError):
+    """The payload is not a JSON value (sets, bytes, objects, NaN, cycles...)."""
+
+
+class MessageDecodeError(ValueError):
+    """Stored message bytes that are not a UTF-8 JSON document."""
+
+
+def encode_payload(payload: Any, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> bytes:
+    """The stored form of `payload`: compact UTF-8 JSON of at most `max_bytes` bytes."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnserializableMessageError(
+            f"message payload must be JSON (dict, list, str, int, float, bool, None): {exc}"
+        ) from None
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: keep it as a \uXXXX escape instead
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("ascii")
+    if len(body) > max_bytes:
+        raise MessageTooLargeError(len(body), max_bytes)
+    return body
+
+
+def decode_payload(body: bytes) -> Any:
+    """The payload stored as `body`; `MessageDecodeError` for anything else."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageDecodeError(f"message body is not UTF-8: {exc.reason}") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise MessageDecodeError(f"message body is not JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise MessageDecodeError("message body is JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. integers longer than Python's int-parsing limit
+        raise MessageDecodeError(f"message body is not usable JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are Python's extension to JSON; `encode_payload` refuses them too."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_queue_name(name: str) -> str:
+    """Queue names are 1-120 of A-Z a-z 0-9 _ . - (starting alphanumeric), so they are safe
+    as RabbitMQ queue and topic-routing names and in CLI output."""
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+        raise ValueError(
+            f"queue name must be 1-120 of A-Z a-z 0-9 _ . - starting with a letter or digit, "
+            f"got {name!r}"
+        )
+    if any(name.endswith(suffix) or suffix + "." in name for suffix in RESERVED_SUFFIXES):
+        raise ValueError(f"queue name {name!r} uses a reserved part ('.dead' or '.delay')")
+    return name
+
+
+def check_idempotency_key(key: str) -> str:
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ValueError(
+            f"idempotency_key must be a str of 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters, "
+            f"got {key!r:.80}"
+        )
+    return key
+
+
+def check_delay(delay_s: float) -> float:
+    if isinstance(delay_s, bool) or not isinstance(delay_s, int | float):
+        raise ValueError(f"delay_s must be a number of seconds, got {delay_s!r}")
+    if not 0 <= delay_s <= MAX_DELAY_S:  # also rejects NaN
+        raise ValueError(f"delay_s must be between 0 and {MAX_DELAY_S:.0f} (7 days), got {delay_s}")
+    return float(delay_s)
+
+
+def check_max_attempts(max_attempts: int | None) -> int | None:
+    if max_attempts is None:
+        return None
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise ValueError(f"max_attempts must be a whole number, got {max_attempts!r}")
+    if not 1 <= max_attempts <= 1000:
+        raise ValueError(f"max_attempts must be between 1 and 1000, got {max_attempts}")
+    return max_attempts
+
+
+def error_text(error: str, limit: int = 2000) -> str:
+    """A failure reason as stored with the message: one bounded string."""
+    return error if len(error) <= limit else error[: limit - 1] + "…"

@@ -1,0 +1,695 @@
+"""The RabbitMQ queue engine (aio-pika): durable queues, publisher confirms, manual acks.
+
+Topology per queue `Q`: the durable queue `Q` (a quorum queue with
+`rabbitmq_quorum = true`), its dead-letter queue `Q.dead`, and the delay chain of
+`millions.queue.delay_chain` for delayed publishes and retry backoff. `publish` waits for
+the broker's confirm, so it returns once the broker has the persistent message.
+
+Consuming: one channel per queue with a prefetch of `prefetch` (a worker uses its
+concurrency); `receive` hands out what the broker has pushed. Messages pushed but not
+yet handed out wait in this process (up to `prefetch`); the broker no longer counts them
+as ready, and `close` gives them back without counting an attempt. Leases are kept on both
+sides: the broker redelivers everything unacknowledged when the channel closes (the
+consumer died), and this client gives a delivery back (`basic.nack`, requeue) when it
+has not been answered within the visibility timeout. The broker's own `consumer_timeout`
+should be at least the visibility timeout; it is the backstop for a stuck client.
+
+Counting attempts. The broker does not count deliveries on classic queues, so the
+count travels in a header, and every change of it is a new copy: a failure republishes
+the message into the delay chain with the attempt recorded and then acknowledges the
+original; a release republishes it unchanged. A delivery the broker marks
+`redelivered` had been handed to a consumer that never answered (it died, or its lease
+ran out): it is counted as an attempt by republishing it with the count raised (or
+dead-lettering it when the attempts are used up). A message that crashes its consumer
+therefore cannot loop forever on either queue type. Republish-then-ack can duplicate
+a message if the process dies in between; delivery is at least once either way.
+
+RabbitMQ reports neither unacknowledged counts nor message ages over AMQP (the
+management plugin does), so `stats` leaves `in_flight`, `oldest_age_s` and the rates
+as None. Nor can AMQP list queues: `queue_names` returns the queues this object used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aio_pika.abc
+from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelNotFoundEntity
+
+from millions.queue import delay_chain
+from millions.queue.base import DeadLetter, Delivery, NackResult, QueueError, QueueStats
+from millions.queue.config import QueueConfig
+from millions.queue.messages import (
+    MessageDecodeError,
+    check_delay,
+    check_idempotency_key,
+    check_max_attempts,
+    check_queue_name,
+    decode_payload,
+    encode_payload,
+    error_text,
+)
+from millions.queue.retry import plan_failure
+from millions.queue.urls import parse_queue_url
+
+log = logging.getLogger("millions.queue")
+
+ATTEMPTS = "x-millions-attempts"
+MAX_ATTEMPTS = "x-millions-max-attempts"
+IDEMPOTENCY_KEY = "x-millions-idempotency-key"
+PUBLISHED_AT = "x-millions-published-at"
+ERROR = "x-millions-error"
+DEAD_AT = "x-millions-dead-at"
+_DRIVER_ERRORS = (AMQPError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """What this engine knows about a message besides its body."""
+
+    message_id: str
+    attempts: int
+    max_attempts: int | None
+    idempotency_key: str
+    published_at: float
+
+    def headers(self, **extra: Any) -> dict[str, Any]:
+        headers: dict[str, Any] = {
+            ATTEMPTS: self.attempts,
+            IDEMPOTENCY_KEY: self.idempotency_key,
+            PUBLISHED_AT: _to_ms(self.published_at),
+        }
+        if self.max_attempts is not None:
+            headers[MAX_ATTEMPTS] = self.max_attempts
+        headers.update(extra)
+        return headers
+
+    def with_attempts(self, attempts: int) -> _Envelope:
+        return _Envelope(
+            self.message_id, attempts, self.max_attempts, self.idempotency_key, self.published_at
+        )
+
+
+def _int_header(headers: dict[str, Any], key: str, maximum: int = 1_000_000) -> int | None:
+    value = headers.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum:
+        return value
+    return None
+
+
+def _to_ms(timestamp: float) -> int:
+    """Times travel as integer milliseconds: AMQP tables may narrow floats to 32 bits."""
+    return round(timestamp * 1000)
+
+
+def _envelope(message: aio_pika.abc.AbstractIncomingMessage) -> _Envelope:
+    """Read our headers; anything missing or malformed (a foreign publisher) has a default."""
+    headers = dict(message.headers or {})
+    message_id = message.message_id or f"amqp-{uuid.uuid4().hex}"
+    key = headers.get(IDEMPOTENCY_KEY)
+    published_ms = _int_header(headers, PUBLISHED_AT, maximum=1 << 50)
+    if published_ms is not None:
+        published = published_ms / 1000
+    else:
+        stamp = message.timestamp
+        published = stamp.timestamp() if stamp is not None else time.time()
+    max_attempts = _int_header(headers, MAX_ATTEMPTS)
+    return _Envelope(
+        message_id=message_id,
+        attempts=_int_header(headers, ATTEMPTS) or 0,
+        max_attempts=max_attempts if max_attempts and max_attempts <= 1000 else None,
+        idempotency_key=key if isinstance(key, str) and key else message_id,
+        published_at=float(published),
+    )
+
+
+@dataclass(eq=False)
+class _Lease:
+    """The receipt of a RabbitMQ delivery: the broker message and its client-side lease."""
+
+    message: aio_pika.abc.AbstractIncomingMessage
+    envelope: _Envelope
+    body: bytes
+    timer: asyncio.TimerHandle | None = None
+    settled: bool = False
+
+
+@dataclass(eq=False)
+class _Consumer:
+    channel: aio_pika.abc.AbstractChannel
+    buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage | None]
+    tag: str = ""
+    queue: aio_pika.abc.AbstractQueue | None = None
+    leases: set[_Lease] = field(default_factory=set)
+
+
+class RabbitQueue:
+    """A `MessageQueue` on a RabbitMQ broker."""
+
+    def __init__(
+        self,
+        url: str,
+        config: QueueConfig | None = None,
+        *,
+        prefetch: int = 1,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        parsed = parse_queue_url(url)
+        if parsed.engine != "rabbitmq":
+            raise ValueError(f"not an amqp:// URL: {parsed.redacted()}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        self.url = url
+        self.display_url = parsed.redacted()
+        self.config = config or QueueConfig()
+        self.prefetch = prefetch
+        self.connect_timeout_s = connect_timeout_s
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._publisher: aio_pika.abc.AbstractChannel | None = None
+        self._admin: aio_pika.abc.AbstractChannel | None = None
+        self._consumers: dict[str, _Consumer] = {}
+        self._declared: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def publish(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        delay_s: float = 0.0,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
+        check_queue_name(queue)
+        delay = check_delay(delay_s)
+        check_max_attempts(max_attempts)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        body = encode_payload(payload, self.config.max_message_bytes)
+        message_id = uuid.uuid4().hex
+        envelope = _Envelope(
+            message_id, 0, max_attempts, idempotency_key or message_id, time.time()
+        )
+        try:
+            async with self._errors(f"publish to {queue}"):
+                await self._declare(queue)
+                await self._send(queue, body, envelope, delay)
+        except QueueError:
+            self._declared.discard(queue)  # declare again next time (it may have been deleted)
+            raise
+        return message_id
+
+    async def _send(
+        self, queue: str, body: bytes, envelope: _Envelope, delay_s: float, **headers: Any
+    ) -> None:
+        """Publish one copy and wait for the broker's confirm."""
+        channel = await self._publisher_channel()
+        message = aio_pika.Message(
+            body,
+            headers=envelope.headers(**headers),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=envelope.message_id,
+            timestamp=envelope.published_at,
+        )
+        units = delay_chain.delay_units(delay_s)
+        if units == 0:
+            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+            return
+        exchange = await channel.get_exchange(
+            delay_chain.level_name(queue, delay_chain.entry_level(units)), ensure=False
+        )
+        await exchange.publish(message, routing_key=delay_chain.routing_key(units), mandatory=True)
+
+    async def _bury(
+        self, queue: str, lease_body: bytes, envelope: _Envelope, attempts: int, error: str
+    ) -> None:
+        await self._send(
+            f"{queue}.dead",
+            lease_body,
+            envelope.with_attempts(attempts),
+            0.0,
+            **{ERROR: error_text(error), DEAD_AT: _to_ms(time.time())},
+        )
+
+    # -- consuming --------------------------------------------------------------------
+
+    async def receive(
+        self, queue: str, *, max_messages: int = 1, wait_s: float = 0.0
+    ) -> list[Delivery]:
+        check_queue_name(queue)
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        deadline = time.monotonic() + max(wait_s, 0.0)
+        deliveries: list[Delivery] = []
+        async with self._errors(f"receive from {queue}"):
+            consumer = await self._consumer(queue)
+            while len(deliveries) < max_messages:
+                if deliveries or consumer.buffer.qsize():
+                    try:
+                        message = consumer.buffer.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        message = await asyncio.wait_for(consumer.buffer.get(), remaining)
+                    except TimeoutError:
+                        break
+                if message is None:  # the channel closed: its unacked messages went back
+                    self._consumers.pop(queue, None)
+                    if deliveries:
+                        break
+                    consumer = await self._consumer(queue)
+                    continue
+                delivery = await self._accept(queue, consumer, message)
+                if delivery is not None:
+                    deliveries.append(delivery)
+        return deliveries
+
+    async def _accept(
+        self, queue: str, consumer: _Consumer, message: aio_pika.abc.AbstractIncomingMessage
+    ) -> Delivery | None:
+        """Turn a broker message into a delivery, or count/bury it and return None."""
+        envelope = _envelope(message)
+        max_attempts = envelope.max_attempts or self.config.max_attempts_for(queue)
+        body = bytes(message.body)
+        if message.redelivered:
+            attempts = envelope.attempts + 1
+            if attempts >= max_attempts:
+                await self._bury(
+                    queue,
+                    body,
+                    envelope,
+                    attempts,
+                    f"delivered {attempts} times without an acknowledgement "
+                    "(the consumer died or exceeded the visibility timeout)",
+                )
+            else:
+                await self._send(queue, body, envelope.with_attempts(attempts), 0.0)
+            await message.ack()
+            return None
+        try:
+            payload = decode_payload(body)
+        except MessageDecodeError as exc:
+            log.warning(
+                "undecodable message dead-lettered",
+                extra={"queue": queue, "message_id": envelope.message_id},
+            )
+            await self._bury(
+                queue, body, envelope, envelope.attempts, f"undecodable message: {exc}"
+            )
+            await message.ack()
+            return None
+        lease = _Lease(message, envelope, body)
+        lease.timer = asyncio.get_running_loop().call_later(
+            self.config.visibility_timeout_for(queue), self._expire, consumer, lease
+        )
+        consumer.leases.add(lease)
+        return Delivery(
+            queue=queue,
+            message_id=envelope.message_id,
+            payload=payload,
+            attempt=envelope.attempts + 1,
+            max_attempts=max_attempts,
+            idempotency_key=envelope.idempotency_key,
+            published_at=envelope.published_at,
+            receipt=lease,
+        )
+
+    def _expire(self, consumer: _Consumer, lease: _Lease) -> None:
+        """The visibility timeout passed: hand the message back to the broker."""
+        if lease.settled:
+            return
+        lease.settled = True
+        consumer.leases.discard(lease)
+        self._spawn(self._requeue(lease.message))
+
+    @staticmethod
+    async def _requeue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await message.nack(requeue=True)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _settle(self, delivery: Delivery) -> _Lease | None:
+        """Take the lease for answering; None when it was already answered or expired."""
+        lease = delivery.receipt
+        if not isinstance(lease, _Lease):
+            raise ValueError("this delivery was not received from a RabbitMQ queue")
+        if lease.settled:
+            return None
+        lease.settled = True
+        if lease.timer is not None:
+            lease.timer.cancel()
+        consumer = self._consumers.get(delivery.queue)
+        if consumer is not None:
+            consumer.leases.discard(lease)
+        return lease
+
+    async def ack(self, delivery: Delivery) -> bool:
+        lease = self._settle(delivery)
+        if lease is None:
+            return False
+        try:
+            await lease.message.ack()
+        except _DRIVER_ERRORS:
+            return False  # the channel is gone; the broker redelivers the message
+        return True
+
+    async def nack(self, delivery: Delivery, error: str, *, retry: bool = True) -> NackResult:
+        lease = self._settle(delivery)
+        if lease is None:
+            return "lost"
+        plan = plan_failure(
+            delivery.attempt,
+            delivery.max_attempts,
+            retry,
+            self.config.backoff_base_s,
+            self.config.backoff_cap_s,
+            random.random(),
+        )
+        envelope = lease.envelope.with_attempts(delivery.attempt)
+        try:
+            if plan.dead_letter:
+                await self._bury(delivery.queue, lease.body, envelope, delivery.attempt, error)
+            else:
+                await self._send(delivery.queue, lease.body, envelope, plan.delay_s)
+        except _DRIVER_ERRORS as exc:
+            await self._requeue(lease.message)
+            raise QueueError(f"RabbitMQ {self.display_url}: nack {delivery.queue}: {exc}") from exc
+        try:
+            await lease.message.ack()
+        except _DRIVER_ERRORS:
+            pass  # the copy is stored; the original comes back too (at least once)
+        return "dead_lettered" if plan.dead_letter else "retried"
+
+    async def release(self, delivery: Delivery) -> bool:
+        lease = self._settle(delivery)
+        if lease is None:
+            return False
+        return await self._give_back(delivery.queue, lease.message, lease.envelope, lease.body)
+
+    async def _give_back(
+        self,
+        queue: str,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        envelope: _Envelope,
+        body: bytes,
+    ) -> bool:
+        """Return a message without counting an attempt: an unchanged copy, then ack."""
+        try:
+            await self._send(queue, body, envelope, 0.0)
+        except _DRIVER_ERRORS:
+            await self._requeue(message)  # counted as an attempt, but not lost
+            return False
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await message.ack()
+        return True
+
+    # -- inspection and dead letters -----------------------------------------------------
+
+    async def stats(self, queue: str) -> QueueStats:
+        check_queue_name(queue)
+        async with self._errors(f"stats of {queue}"):
+            ready = await self._depth(queue)
+            dead = await self._depth(f"{queue}.dead")
+            delayed = 0
+            for level in range(delay_chain.LEVELS):
+                delayed += await self._depth(delay_chain.level_name(queue, level))
+        return QueueStats(
+            queue=queue,
+            ready=ready,
+            in_flight=None,
+            delayed=delayed,
+            dead=dead,
+            oldest_age_s=None,
+            publish_rate=None,
+            ack_rate=None,
+        )
+
+    async def _depth(self, name: str) -> int:
+        """Ready messages in `name` (0 when it does not exist)."""
+        channel = await self._admin_channel()
+        try:
+            declared = await channel.declare_queue(name, passive=True)
+        except ChannelNotFoundEntity:
+            self._admin = None  # the 404 closed the channel
+            return 0
+        result = declared.declaration_result
+        return int(result.message_count or 0)
+
+    async def queue_names(self) -> list[str]:
+        return sorted(self._declared)
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        check_queue_name(queue)
+        letters: list[DeadLetter] = []
+        async with self._errors(f"list dead letters of {queue}"), self._scratch() as channel:
+            try:
+                dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+            except ChannelNotFoundEntity:
+                return []
+            # Taken without acknowledgement and put back when the channel closes.
+            while len(letters) < limit:
+                message = await dead.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                letters.append(_dead_letter(queue, message))
+        return letters
+
+    async def redrive(self, queue: str, message_ids: Collection[str] | None = None) -> int:
+        check_queue_name(queue)
+        wanted = None if message_ids is None else set(message_ids)
+        moved = 0
+        async with self._errors(f"redrive dead letters of {queue}"), self._scratch() as channel:
+            try:
+                dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+            except ChannelNotFoundEntity:
+                return 0
+            await self._declare(queue)
+            while True:
+                message = await dead.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                envelope = _envelope(message)
+                if wanted is not None and envelope.message_id not in wanted:
+                    continue  # left unacknowledged: back in place when the channel closes
+                await self._send(queue, bytes(message.body), envelope.with_attempts(0), 0.0)
+                await message.ack()
+                moved += 1
+        return moved
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        check_queue_name(queue)
+        async with self._errors(f"purge dead letters of {queue}"), self._scratch() as channel:
+            try:
+                dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+            except ChannelNotFoundEntity:
+                return 0
+            result = await dead.purge()
+        return int(result.message_count or 0)
+
+    async def delete_queue(self, queue: str) -> None:
+        check_queue_name(queue)
+        async with self._errors(f"delete {queue}"):
+            consumer = self._consumers.pop(queue, None)
+            if consumer is not None:
+                await self._stop_consumer(consumer, give_back=False)
+            channel = await self._admin_channel()
+            names = [delay_chain.level_name(queue, level) for level in range(delay_chain.LEVELS)]
+            for name in (queue, f"{queue}.dead", *names):
+                await channel.queue_delete(name)
+            for name in names:
+                await channel.exchange_delete(name)
+            self._declared.discard(queue)
+
+    async def close(self) -> None:
+        """Messages pushed but never handed out go back uncounted; unanswered deliveries
+        return to the queue when the channel closes (their attempt counts)."""
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in list(self._consumers.values()):
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await self._stop_consumer(consumer, give_back=True)
+        self._consumers.clear()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+        if self._connection is not None:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await self._connection.close()
+        self._connection = None
+
+    # -- connection, channels, topology ---------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        if self._closed:
+            raise QueueError(f"RabbitMQ queue {self.display_url} is closed")
+        try:
+            yield
+        except ChannelClosed as exc:
+            self._publisher = None
+            self._admin = None
+            raise QueueError(f"RabbitMQ {self.display_url}: {what}: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise QueueError(f"RabbitMQ {self.display_url}: {what}: {exc}") from exc
+
+    async def _connected(self) -> aio_pika.abc.AbstractConnection:
+        async with self._lock:
+            if self._connection is None or self._connection.is_closed:
+                self._publisher = self._admin = None
+                self._consumers.clear()  # their deliveries died with the connection
+                try:
+                    self._connection = await aio_pika.connect(
+                        self.url, timeout=self.connect_timeout_s
+                    )
+                except _DRIVER_ERRORS as exc:
+                    raise QueueError(
+                        f"cannot reach RabbitMQ at {self.display_url}: {exc or type(exc).__name__}"
+                    ) from exc
+            return self._connection
+
+    async def _publisher_channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._publisher is None or self._publisher.is_closed:
+            connection = await self._connected()
+            self._publisher = await connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        return self._publisher
+
+    async def _admin_channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._admin is None or self._admin.is_closed:
+            connection = await self._connected()
+            self._admin = await connection.channel(publisher_confirms=False)
+        return self._admin
+
+    @contextlib.asynccontextmanager
+    async def _scratch(self) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+        connection = await self._connected()
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*_DRIVER_ERRORS):
+                    await channel.close()
+
+    async def _declare(self, queue: str) -> None:
+        """Declare `queue`, its dead-letter queue and its delay chain (once per object)."""
+        if queue in self._declared:
+            return
+        channel = await self._admin_channel()
+        arguments: dict[str, Any] = {}
+        if self.config.rabbitmq_quorum:
+            arguments["x-queue-type"] = "quorum"
+        try:
+            main = await channel.declare_queue(queue, durable=True, arguments=arguments)
+            await channel.declare_queue(f"{queue}.dead", durable=True, arguments=arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            self._admin = None
+            raise QueueError(
+                f"queue {queue!r} exists on RabbitMQ with other settings "
+                f"(rabbitmq_quorum = {str(self.config.rabbitmq_quorum).lower()} here): {exc}"
+            ) from exc
+        exchanges = []
+        for level in range(delay_chain.LEVELS):
+            name = delay_chain.level_name(queue, level)
+            exchange = await channel.declare_exchange(
+                name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            if level == 0:
+                dead_letter = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+            else:
+                dead_letter = {"x-dead-letter-exchange": delay_chain.level_name(queue, level - 1)}
+            level_queue = await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={"x-message-ttl": delay_chain.level_ttl_ms(level), **dead_letter},
+            )
+            await level_queue.bind(exchange, delay_chain.bit_pattern(level, "1"))
+            exchanges.append(exchange)
+        await main.bind(exchanges[0], delay_chain.bit_pattern(0, "0"))
+        for level in range(1, delay_chain.LEVELS):
+            await exchanges[level - 1].bind(exchanges[level], delay_chain.bit_pattern(level, "0"))
+        self._declared.add(queue)
+
+    async def _consumer(self, queue: str) -> _Consumer:
+        consumer = self._consumers.get(queue)
+        if consumer is not None and not consumer.channel.is_closed:
+            return consumer
+        await self._declare(queue)
+        connection = await self._connected()
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage | None] = asyncio.Queue()
+        consumer = _Consumer(channel, buffer)
+
+        def on_close(*_: Any) -> None:
+            buffer.put_nowait(None)
+
+        channel.close_callbacks.add(on_close)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            buffer.put_nowait(message)
+
+        consumer.queue = await channel.get_queue(queue, ensure=False)
+        consumer.tag = await consumer.queue.consume(on_message, no_ack=False)
+        self._consumers[queue] = consumer
+        return consumer
+
+    async def _stop_consumer(self, consumer: _Consumer, *, give_back: bool) -> None:
+        if consumer.queue is not None and not consumer.channel.is_closed:
+            await consumer.queue.cancel(consumer.tag)
+        for lease in list(consumer.leases):
+            lease.settled = True
+            if lease.timer is not None:
+                lease.timer.cancel()
+        consumer.leases.clear()
+        while give_back:
+            try:
+                message = consumer.buffer.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if message is not None and not message.redelivered and not consumer.channel.is_closed:
+                queue = consumer.queue.name if consumer.queue is not None else ""
+                await self._give_back(queue, message, _envelope(message), bytes(message.body))
+        if not consumer.channel.is_closed:
+            await consumer.channel.close()
+
+
+def _dead_letter(queue: str, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
+    envelope = _envelope(message)
+    headers = dict(message.headers or {})
+    error = headers.get(ERROR)
+    dead_at_ms = _int_header(headers, DEAD_AT, maximum=1 << 50)
+    return DeadLetter(
+        queue=queue,
+        message_id=envelope.message_id,
+        body=bytes(message.body),
+        attempts=envelope.attempts,
+        error=error if isinstance(error, str) else "",
+        idempotency_key=envelope.idempotency_key,
+        published_at=envelope.published_at,
+        dead_at=envelope.published_at if dead_at_ms is None else dead_at_ms / 1000,
+    )
