@@ -1,0 +1,290 @@
+"""Hot keys and hot ranges: sampled load per key and per range over a sliding window, and
+the decision whether a range should split.
+
+Per-key counts use Space-Saving (Metwally, Agrawal, El Abbadi 2005): `capacity` counters;
+an unseen key takes over the smallest counter and inherits its count as its error bound, so
+any key with more than 1/capacity of the load is always tracked and its count is never
+under-estimated by more than its error. The window is a ring of `buckets` sub-windows, each
+with its own summary; memory is bounded by buckets x (capacity + ranges).
+
+A range over the threshold (CockroachDB splits ranges above 2500 queries/s) should split,
+at the load-weighted median of its hot keys when they carry most of its load (else at its
+middle). A single key over the threshold is reported instead: no split can bring the range
+holding it under the threshold; it needs caching or spreading (e.g. key suffixes).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from millions.shards.keyspace import KeyRange
+
+DEFAULT_THRESHOLD_OPS_S = 2500.0
+
+
+@dataclass(frozen=True)
+class KeyLoad:
+    """A key's estimated load; the true load is between `ops_per_s - error_per_s` and
+    `ops_per_s`."""
+
+    key: str
+    keyspace_id: int
+    ops_per_s: float
+    error_per_s: float
+
+
+@dataclass(frozen=True)
+class RangeLoad:
+    key_range: str
+    ops_per_s: float
+
+
+@dataclass(frozen=True)
+class HotReport:
+    """The hottest keys and every range with load, over the last `window_s` seconds."""
+
+    window_s: float
+    keys: tuple[KeyLoad, ...]
+    ranges: tuple[RangeLoad, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window_s": self.window_s,
+            "keys": [
+                [k.key, f"{k.keyspace_id:016x}", k.ops_per_s, k.error_per_s] for k in self.keys
+            ],
+            "ranges": [[r.key_range, r.ops_per_s] for r in self.ranges],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HotReport:
+        return cls(
+            window_s=float(data["window_s"]),
+            keys=tuple(
+                KeyLoad(str(k), int(h, 16), float(ops), float(err))
+                for k, h, ops, err in data["keys"]
+            ),
+            ranges=tuple(RangeLoad(str(name), float(ops)) for name, ops in data["ranges"]),
+        )
+
+    @classmethod
+    def merge(cls, reports: Iterable[HotReport], top: int = 20) -> HotReport:
+        """The load of several processes together: rates of the same key or range add up."""
+        keys: dict[str, list[float]] = {}
+        hashes: dict[str, int] = {}
+        ranges: dict[str, float] = {}
+        window = 0.0
+        for report in reports:
+            window = max(window, report.window_s)
+            for item in report.keys:
+                totals = keys.setdefault(item.key, [0.0, 0.0])
+                totals[0] += item.ops_per_s
+                totals[1] += item.error_per_s
+                hashes[item.key] = item.keyspace_id
+            for load in report.ranges:
+                ranges[load.key_range] = ranges.get(load.key_range, 0.0) + load.ops_per_s
+        ranked = sorted(keys.items(), key=lambda kv: kv[1][0], reverse=True)[:top]
+        return cls(
+            window_s=window,
+            keys=tuple(KeyLoad(k, hashes[k], ops, err) for k, (ops, err) in ranked),
+            ranges=tuple(
+                RangeLoad(name, ops)
+                for name, ops in sorted(ranges.items(), key=lambda kv: kv[1], reverse=True)
+            ),
+        )
+
+
+class SpaceSaving:
+    """Approximate counts of the heaviest keys in `capacity` counters."""
+
+    __slots__ = ("capacity", "counters")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.counters: dict[str, list[float]] = {}  # key -> [count, error, keyspace id]
+
+    def add(self, key: str, keyspace_id: int, weight: float = 1.0) -> None:
+        counter = self.counters.get(key)
+        if counter is not None:
+            counter[0] += weight
+            return
+        if len(self.counters) < self.capacity:
+            self.counters[key] = [weight, 0.0, float(keyspace_id)]
+            return
+        smallest_key = min(self.counters, key=lambda k: self.counters[k][0])
+        smallest = self.counters.pop(smallest_key)[0]
+        self.counters[key] = [smallest + weight, smallest, float(keyspace_id)]
+
+
+class _Bucket:
+    __slots__ = ("index", "keys", "ranges")
+
+    def __init__(self, index: int, capacity: int) -> None:
+        self.index = index
+        self.keys = SpaceSaving(capacity)
+        self.ranges: dict[str, float] = {}
+
+
+class HotKeySampler:
+    """Sampled per-key and per-range operation counts over a sliding window.
+
+    `record` is called on every routed operation; with `sample_rate` < 1 only that fraction
+    is counted (each counting 1/sample_rate), which bounds the cost on a hot path.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 10.0,
+        buckets: int = 10,
+        capacity: int = 64,
+        sample_rate: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        chance: Callable[[], float] = random.random,
+    ) -> None:
+        if window_s <= 0 or buckets < 1 or not 0 < sample_rate <= 1:
+            raise ValueError("window_s > 0, buckets >= 1 and 0 < sample_rate <= 1 are needed")
+        self.window_s = window_s
+        self.bucket_s = window_s / buckets
+        self.buckets = buckets
+        self.capacity = capacity
+        self.sample_rate = sample_rate
+        self._clock = clock
+        self._chance = chance
+        self._ring: deque[_Bucket] = deque()
+        self._started = clock()
+
+    def record(self, key: str, keyspace_id: int, key_range: str) -> None:
+        if self.sample_rate < 1 and self._chance() >= self.sample_rate:
+            return
+        weight = 1.0 / self.sample_rate
+        index = int(self._clock() // self.bucket_s)
+        if not self._ring or self._ring[-1].index != index:
+            self._ring.append(_Bucket(index, self.capacity))
+            while self._ring[0].index <= index - self.buckets:
+                self._ring.popleft()
+        bucket = self._ring[-1]
+        bucket.keys.add(key, keyspace_id, weight)
+        bucket.ranges[key_range] = bucket.ranges.get(key_range, 0.0) + weight
+
+    def report(self, top: int = 20) -> HotReport:
+        now = self._clock()
+        index = int(now // self.bucket_s)
+        oldest = index - self.buckets + 1
+        covered = max(now - max(self._started, oldest * self.bucket_s), 1e-3)
+        counts: dict[str, list[float]] = {}
+        ranges: dict[str, float] = {}
+        for bucket in self._ring:
+            if bucket.index < oldest:
+                continue
+            for key, (count, error, keyspace_id) in bucket.keys.counters.items():
+                totals = counts.setdefault(key, [0.0, 0.0, keyspace_id])
+                totals[0] += count
+                totals[1] += error
+            for name, count in bucket.ranges.items():
+                ranges[name] = ranges.get(name, 0.0) + count
+        ranked = sorted(counts.items(), key=lambda kv: kv[1][0], reverse=True)[:top]
+        return HotReport(
+            window_s=round(covered, 3),
+            keys=tuple(
+                KeyLoad(key, int(h), count / covered, error / covered)
+                for key, (count, error, h) in ranked
+            ),
+            ranges=tuple(
+                RangeLoad(name, count / covered)
+                for name, count in sorted(ranges.items(), key=lambda kv: kv[1], reverse=True)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SplitDecision:
+    """Whether `key_range` should split, where, or which single key makes splitting futile."""
+
+    key_range: str
+    ops_per_s: float
+    threshold_ops_s: float
+    split: bool
+    split_at: int | None
+    too_hot: KeyLoad | None
+    reason: str
+
+
+def _weighted_median(key_range: KeyRange, keys: Sequence[KeyLoad]) -> int | None:
+    """The boundary that best halves the load of `keys`, strictly inside the range."""
+    ordered = sorted(keys, key=lambda k: k.keyspace_id)
+    total = sum(k.ops_per_s for k in ordered)
+    best: tuple[float, int] | None = None
+    below = 0.0
+    for item in ordered:
+        for boundary, left in (
+            (item.keyspace_id, below),
+            (item.keyspace_id + 1, below + item.ops_per_s),
+        ):
+            if key_range.start < boundary < key_range.end:
+                imbalance = abs(total - 2 * left)
+                if best is None or imbalance <= best[0]:
+                    best = (imbalance, boundary)
+        below += item.ops_per_s
+    return None if best is None else best[1]
+
+
+def decide_split(
+    key_range: KeyRange,
+    ops_per_s: float,
+    keys: Sequence[KeyLoad],
+    threshold_ops_s: float = DEFAULT_THRESHOLD_OPS_S,
+) -> SplitDecision:
+    """Should `key_range`, carrying `ops_per_s`, split? `keys` are hot keys (any range)."""
+    inside = [k for k in keys if key_range.contains(k.keyspace_id)]
+    name = key_range.name
+
+    def decision(split: bool, at: int | None, hot: KeyLoad | None, reason: str) -> SplitDecision:
+        return SplitDecision(name, ops_per_s, threshold_ops_s, split, at, hot, reason)
+
+    if ops_per_s <= threshold_ops_s:
+        return decision(False, None, None, f"{ops_per_s:.0f} ops/s is within the threshold")
+    for item in sorted(inside, key=lambda k: k.ops_per_s, reverse=True):
+        if item.ops_per_s - item.error_per_s > threshold_ops_s:
+            return decision(
+                False,
+                None,
+                item,
+                f"key {item.key!r} alone takes {item.ops_per_s:.0f} ops/s, over the "
+                f"{threshold_ops_s:.0f} ops/s threshold: no split can help; cache it or "
+                "spread it over several keys",
+            )
+    if key_range.width < 2:
+        return decision(False, None, None, "the range is a single keyspace id")
+    at: int | None = None
+    if sum(k.ops_per_s for k in inside) * 2 >= ops_per_s:
+        at = _weighted_median(key_range, inside)
+    where = "the load-weighted median of its hot keys"
+    if at is None:
+        at = key_range.split()[1].start
+        where = "its middle"
+    return decision(
+        True,
+        at,
+        None,
+        f"{ops_per_s:.0f} ops/s is over the {threshold_ops_s:.0f} ops/s threshold; "
+        f"split at {where}",
+    )
+
+
+def decide_splits(
+    report: HotReport, threshold_ops_s: float = DEFAULT_THRESHOLD_OPS_S
+) -> list[SplitDecision]:
+    """A decision for every range of the report over the threshold, hottest first."""
+    return [
+        decide_split(KeyRange.parse(load.key_range), load.ops_per_s, report.keys, threshold_ops_s)
+        for load in report.ranges
+        if load.ops_per_s > threshold_ops_s
+    ]

@@ -1,0 +1,90 @@
+"""One `sqlite3` connection confined to one thread, shared by the SQLite shard and metadata
+engines.
+
+Each operation is a plain synchronous function of the connection, run on the worker's
+thread in a single hop (`run_in_executor`). aiosqlite does the same, but costs several
+thread hand-offs per statement; here an operation of any size is exactly one, the SQL
+reads as ordinary synchronous code, and several workers (shards) run in parallel threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+BUSY_TIMEOUT_MS = 10_000
+T = TypeVar("T")
+
+
+def dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+def transaction(db: sqlite3.Connection, body: Callable[[], T], *, immediate: bool = True) -> T:
+    """Run `body` in a transaction (`BEGIN IMMEDIATE` takes the write lock up front)."""
+    db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        result = body()
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+class SqliteWorker:
+    """A WAL-mode connection to `path`, opened on first use on the worker's own thread."""
+
+    def __init__(self, path: Path, thread_name: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._connection: sqlite3.Connection | None = None
+        self.closed = False
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `operation` on the connection; sqlite3 and OS errors propagate as they are."""
+        if self.closed:
+            raise sqlite3.OperationalError(f"{self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._on_connection, operation
+        )
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._connection is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
+        self._executor.shutdown(wait=False)
+
+    def _on_connection(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._connection is None:
+            self._connection = self._connect()
+        return operation(self._connection)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            # busy_timeout first: switching to WAL must wait for other processes doing the
+            # same at start-up rather than fail.
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable across process crashes in WAL mode; an OS crash may lose the
+            # last commits (a shard's change log loses the same ones, consistently).
+            db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        db.row_factory = dict_row
+        return db
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

@@ -1,0 +1,216 @@
+"""One shard's database: the interface every engine (SQLite file, PostgreSQL schema) offers.
+
+A shard keeps, next to the app's tables, three tables of its own:
+
+- `_millions_fence`: the ranges it owns by its own record and the map version of that
+  record. Every routed write (and read) checks it in the same transaction, so a router
+  with a stale map is refused (`StaleMapError`) instead of writing to the wrong shard.
+- `_millions_changelog`: one row per row written, appended in the write's transaction,
+  with a sequence number that grows in commit order. Resharding catches up from it; it is
+  read with `changes_since`.
+- `_millions_migrations`: the app migrations applied to this shard.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from millions.shards.keyspace import KeyRange, covers_all, from_stored_hash, normalize
+from millions.shards.rows import RangeDigest, Row, decode_row
+from millions.shards.schema import ShardSchema, TableSpec
+
+WriteOp = Literal["insert", "upsert", "update", "delete"]
+ChangeOp = Literal["insert", "upsert", "update", "delete"]
+
+SYSTEM_TABLES = ("_millions_fence", "_millions_changelog", "_millions_migrations")
+
+
+@dataclass(frozen=True)
+class ShardLocation:
+    """Where a shard lives: a SQLite file, or a schema in a PostgreSQL database."""
+
+    name: str
+    engine: Literal["sqlite", "postgres"]
+    path: str = ""
+    url: str = ""
+    schema: str = ""
+
+    def describe(self) -> str:
+        """For status output: never shows a password that may be in the URL."""
+        if self.engine == "sqlite":
+            return self.path
+        host = self.url.rpartition("@")[2]
+        return f"postgres {host} schema {self.schema}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "engine": self.engine,
+            "path": self.path,
+            "url": self.url,
+            "schema": self.schema,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShardLocation:
+        engine = data["engine"]
+        if engine not in ("sqlite", "postgres"):
+            raise ValueError(f"unknown shard engine {engine!r}")
+        return cls(
+            name=str(data["name"]),
+            engine=engine,
+            path=str(data.get("path", "")),
+            url=str(data.get("url", "")),
+            schema=str(data.get("schema", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The ranges a shard owns by its own record, and the map version of that record."""
+
+    ranges: tuple[KeyRange, ...]
+    version: int
+
+    def owns(self, keyspace_id: int) -> bool:
+        return any(r.contains(keyspace_id) for r in self.ranges)
+
+    def owns_all(self, ranges: Sequence[KeyRange]) -> bool:
+        return all(covers_all(self.ranges, r) for r in ranges)
+
+    def ranges_text(self) -> str:
+        return json.dumps([r.name for r in normalize(self.ranges)])
+
+    @classmethod
+    def from_record(cls, ranges_text: str, version: int) -> Fence:
+        return cls(tuple(KeyRange.parse(name) for name in json.loads(ranges_text)), int(version))
+
+
+@dataclass(frozen=True)
+class RowWrite:
+    """One row write routed to a shard. `values` holds the full row for insert/upsert (with
+    the stored `key_hash`) and the changed columns for update; `pk` names the row for
+    update/delete."""
+
+    op: WriteOp
+    table: TableSpec
+    keyspace_id: int
+    values: Mapping[str, Any] = field(default_factory=dict)
+    pk: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change-log row: enough to replay the write on another copy of the shard.
+
+    `row` is the row image after the write (None for a delete); replaying an insert,
+    upsert or update is an upsert of `row`, replaying a delete deletes `pk`.
+    """
+
+    seq: int
+    keyspace_id: int
+    table: str
+    op: ChangeOp
+    pk: Row
+    row: Row | None
+    at: float
+
+    @classmethod
+    def from_record(
+        cls,
+        seq: int,
+        stored: int,
+        table: str,
+        op: str,
+        pk_text: str,
+        row_text: str | None,
+        at: float,
+    ) -> Change:
+        if op not in ("insert", "upsert", "update", "delete"):
+            raise ValueError(f"unknown change op {op!r}")
+        return cls(
+            seq=int(seq),
+            keyspace_id=from_stored_hash(int(stored)),
+            table=table,
+            op=op,  # type: ignore[arg-type]
+            pk=decode_row(pk_text),
+            row=None if row_text is None else decode_row(row_text),
+            at=float(at),
+        )
+
+
+class ShardStorage(Protocol):
+    """One shard's database. Both engines pass tests/shards/test_shard_storage_contract.py."""
+
+    location: ShardLocation
+
+    @property
+    def name(self) -> str: ...
+
+    async def migrate(self, schema: ShardSchema) -> list[int]:
+        """Create the shard's own tables and apply pending app migrations (each recorded in
+        `_millions_migrations` in its own transaction); returns the versions applied now."""
+        ...
+
+    async def applied_migrations(self) -> list[int]: ...
+
+    async def fence(self) -> Fence: ...
+
+    async def set_fence(self, ranges: Sequence[KeyRange], version: int) -> None:
+        """Record the ranges this shard owns; waits for writes in flight to finish first."""
+        ...
+
+    async def write(self, writes: Sequence[RowWrite], *, fenced: bool = True) -> list[Row | None]:
+        """Apply the writes in one transaction and append one change-log row per row
+        written. When `fenced`, any key the fence does not own is refused (StaleMapError);
+        replication (copy, catch-up) writes unfenced. Returns each write's row image (None:
+        an update or delete found no row)."""
+        ...
+
+    async def fetch(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        keyspace_id: int | None = None,
+        ranges: Sequence[KeyRange] = (),
+    ) -> list[Row]:
+        """Run a read after checking the fence owns `keyspace_id` and every one of `ranges`
+        (StaleMapError otherwise)."""
+        ...
+
+    async def changes_since(
+        self, seq: int, key_range: KeyRange | None = None, *, limit: int = 1000
+    ) -> list[Change]:
+        """Change-log rows with sequence > `seq` (within `key_range`), oldest first."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The newest change-log sequence (0 when empty)."""
+        ...
+
+    async def scan(
+        self, table: TableSpec, key_range: KeyRange, after: Sequence[Any] | None, limit: int
+    ) -> list[Row]:
+        """Rows of `table` in `key_range` in primary key order, after the key `after`."""
+        ...
+
+    async def count_range(self, table: TableSpec, key_range: KeyRange) -> int: ...
+
+    async def digest(
+        self, tables: Sequence[TableSpec], key_range: KeyRange
+    ) -> tuple[int, dict[str, RangeDigest]]:
+        """(change-log sequence, per-table digest of the range), read in one snapshot."""
+        ...
+
+    async def delete_range(self, table: TableSpec, key_range: KeyRange, limit: int) -> int:
+        """Delete up to `limit` rows of `table` in `key_range` without logging them (the rows
+        live on in another shard); returns how many were deleted."""
+        ...
+
+    async def row_counts(self, tables: Sequence[TableSpec]) -> dict[str, int]: ...
+
+    async def close(self) -> None: ...
