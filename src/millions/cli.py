@@ -21,6 +21,7 @@ from millions.topology import config as topology_config
 
 if TYPE_CHECKING:
     from millions.scenarios import Scenario
+from millions.topology.components import RunPaths
 from millions.topology.config import ConfigError, MillionsConfig, to_toml
 
 app = typer.Typer(
@@ -32,6 +33,11 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the topology config.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+dc_app = typer.Typer(
+    help="Data center operations: take a DC out of the geo DNS answers and back.",
+    no_args_is_help=True,
+)
+app.add_typer(dc_app, name="dc")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,10 +59,15 @@ LogFileOption = Annotated[Path | None, typer.Option(help="JSON-lines log file (d
 
 def load_config(path: Path | None) -> MillionsConfig:
     try:
-        return topology_config.load(path)
+        settings = topology_config.load(path)
+        if settings.dns.enabled:
+            from millions.dns.topology import dns_config
+
+            dns_config(settings)  # the DNS view of the topology must be valid too
     except ConfigError as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
+    return settings
 
 
 def resolve_run_dir(config: MillionsConfig, run_dir: Path | None) -> Path:
@@ -287,7 +298,11 @@ def load(
     ] = None,
     target: Annotated[
         list[str] | None,
-        typer.Option(help="base URL to load (repeatable); default: every DC's load balancer"),
+        typer.Option(
+            help="base URL to load (repeatable); default: the site's name through the geo "
+            "DNS (users spread over the regions' client networks), else every DC's load "
+            "balancer"
+        ),
     ] = None,
     mix: Annotated[
         str,
@@ -301,14 +316,21 @@ def load(
     Shows live progress and ends with throughput, latency percentiles and errors.
     """
     from millions.load import LoadConfig, LoadReport, LoadRunner, render_report, run_with_progress
-    from millions.topology.components import lb_spec
+    from millions.load.topology import topology_targets
 
     settings = load_config(config)
-    targets = target or [lb_spec(settings, dc).url.rstrip("/") for dc in settings.dcs]
+    targets, geo_dns = topology_targets(settings)
+    if target:
+        targets, geo_dns = target, None
     try:
         runner = LoadRunner(
             LoadConfig(
-                targets=targets, users=users, duration_s=duration, rate=rate, mix=_parse_mix(mix)
+                targets=targets,
+                users=users,
+                duration_s=duration,
+                rate=rate,
+                mix=_parse_mix(mix),
+                dns=geo_dns,
             )
         )
     except ValueError as exc:
@@ -508,6 +530,106 @@ def edge(
     except ValueError as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def dns(
+    name: Annotated[str, typer.Option(help="component name for logs")] = "dns",
+    listen: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT (UDP and TCP); default: [dns] host and port in config"),
+    ] = None,
+    dns_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dns-config",
+            help="TOML file of a standalone DNS server (zone, prefixes, regions, dcs, edges); "
+            "default: derived from the topology config",
+        ),
+    ] = None,
+    log_file: LogFileOption = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Run the geo DNS server: authoritative for the zone, `www` and `cdn` answer with the
+    nearest healthy DC and edge for the client's region (source address or EDNS Client
+    Subnet). Try it with `dig @127.0.53.1 -p 1053 www.millions.test`."""
+    import tomllib
+
+    from millions.dns import config as dns_config_module
+    from millions.dns.main import run
+    from millions.dns.topology import dns_config
+
+    settings = load_config(config)
+    try:
+        if dns_config_file is not None:
+            try:
+                data = tomllib.loads(dns_config_file.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError("", f"cannot read {dns_config_file}: {exc}") from None
+            server_config = dns_config_module.parse(data)
+        else:
+            server_config = dns_config(settings)
+        if listen is not None:
+            parse_address(listen, "--listen")
+            server_config = dns_config_module.parse(
+                {**server_config.model_dump(exclude_none=True), "listen": listen}
+            )
+    except ConfigError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    directory = resolve_run_dir(settings, run_dir)
+    run(server_config, name=name, log_file=log_file, state_file=RunPaths(directory).dns_state)
+
+
+def _dns_admin(config: Path | None, run_dir: Path | None) -> tuple[str, str]:
+    """The DNS admin URL and the run's admin token, or a clear error."""
+    settings = load_config(config)
+    if not settings.dns.enabled:
+        raise fail("this topology runs no geo DNS server (dns.enabled = false)", code=2)
+    token_file = RunPaths(resolve_run_dir(settings, run_dir)).admin_token
+    try:
+        token = token_file.read_text().strip()
+    except OSError:
+        raise fail(
+            f"no admin token in {token_file}; is the topology running (`millions up`)?"
+        ) from None
+    return f"http://{settings.dns.host}:{settings.dns.admin_port}", token
+
+
+@dc_app.command("drain")
+def dc_drain(
+    name: Annotated[str, typer.Argument(help="data center, e.g. us-east")],
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Stop sending users to a data center (maintenance): the geo DNS answers with the next
+    DC of each region while another one is healthy. Drains survive a DNS restart."""
+    from millions.dns.admin import DnsAdminError, drain_dc
+
+    url, token = _dns_admin(config, run_dir)
+    try:
+        drained = drain_dc(url, token, name)
+    except DnsAdminError as exc:
+        raise fail(str(exc), code=2) from None
+    console.print(f"drained {name}; drained data centers: {', '.join(drained) or 'none'}")
+
+
+@dc_app.command("undrain")
+def dc_undrain(
+    name: Annotated[str, typer.Argument(help="data center, e.g. us-east")],
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Send users to a drained data center again (once its health checks pass)."""
+    from millions.dns.admin import DnsAdminError, undrain_dc
+
+    url, token = _dns_admin(config, run_dir)
+    try:
+        drained = undrain_dc(url, token, name)
+    except DnsAdminError as exc:
+        raise fail(str(exc), code=2) from None
+    console.print(f"undrained {name}; drained data centers: {', '.join(drained) or 'none'}")
 
 
 def _is_loopback(host: str) -> bool:

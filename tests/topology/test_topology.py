@@ -36,6 +36,9 @@ health_interval_s = 0.2
 
 [supervisor]
 restart_backoff_s = 0.1
+
+[dns]
+host = "127.0.71.53"
 """
 
 
@@ -119,7 +122,7 @@ def assert_no_failures(loads: list[UserLoad]) -> None:
 
 def test_up_status_kill_and_down_leave_no_process(topology: Topology) -> None:
     status = topology.status()
-    assert sorted(status) == ["edge-test", "lb-test-dc", "web-test-dc-1", "web-test-dc-2"]
+    assert sorted(status) == ["dns", "edge-test", "lb-test-dc", "web-test-dc-1", "web-test-dc-2"]
     assert {c["state"] for c in status.values()} == {"running"}
     assert status["web-test-dc-2"]["address"] == "127.0.71.12:8000"
     old_pid = int(status["web-test-dc-1"]["pid"])  # type: ignore[call-overload]
@@ -167,7 +170,7 @@ def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> No
     def scale(loads: list[UserLoad]) -> None:
         up = topology.cli("scale", "test-dc", "web=4")
         assert up.returncode == 0, up.stderr
-        assert len(topology.status()) == 6  # an edge, a load balancer, 4 web servers
+        assert len(topology.status()) == 7  # DNS, an edge, a load balancer, 4 web servers
         wait_for(
             lambda: sum(u.served_by["web-test-dc-4"] for u in loads) > 20,
             20,
@@ -182,6 +185,7 @@ def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> No
     loads = run_load(4, scale)
     assert_no_failures(loads)
     assert sorted(topology.status()) == [
+        "dns",
         "edge-test",
         "lb-test-dc",
         "web-test-dc-1",
@@ -224,7 +228,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_for(running, 60, "the topology to be running")
         pids = [c["pid"] for c in json.loads(state_file.read_text())["components"]]
-        assert len(pids) == 4 and all(pid_alive(p) for p in pids)
+        assert len(pids) == 5 and all(pid_alive(p) for p in pids)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output

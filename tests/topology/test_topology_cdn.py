@@ -31,6 +31,9 @@ health_interval_s = 0.2
 
 [supervisor]
 restart_backoff_s = 0.1
+
+[dns]
+host = "127.0.75.53"
 """
 STYLESHEET = re.compile(r'href="([^"]*/static/style\.[0-9a-f]{10}\.css)"')
 

@@ -29,8 +29,9 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_and_two_web_servers() 
         "lb-eu-west",
         "edge-us",
         "edge-eu",
+        "dns",
     ]
-    edge = specs[-2]
+    edge = specs[-3]
     assert (edge.address, edge.health_url) == ("127.0.1.2:8080", "http://127.0.1.2:9000/healthz")
     hosts = [s.host for s in specs]
     assert len(set(hosts)) == len(hosts), "every component has its own loopback address"
@@ -45,6 +46,13 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_and_two_web_servers() 
         ({"sessions": {"engine": "mysql"}}, "sessions.engine", "'sqlite', 'redis' or 'postgres'"),
         ({"dcs": {"us-east": {"subnet": "10.0.0"}}}, "dcs.us-east.subnet", "loopback"),
         ({"dcs": {"us-east": {"subnet": "127.0"}}}, "dcs.us-east.subnet", "three octets"),
+        ({"dns": {"host": "10.0.0.1"}}, "dns.host", "loopback"),
+        (
+            {"dcs": {"us-east": {"subnet": "127.0.1", "clients": "10.0.0.0/8"}}},
+            "dcs.us-east.clients",
+            "loopback",
+        ),
+        ({"edge": {"memory_bytes": 10}}, "edge.memory_bytes", "greater than or equal"),
         ({"dcs": {"us-east": {"subnet": "127.0.1", "web": -1}}}, "dcs.us-east.web", "greater"),
         ({"dcs": {}}, "dcs", "at least one"),
         ({"dcs": {"a": {"subnet": "127.0.1"}, "b": {"subnet": "127.0.1"}}}, "dcs", "share"),
@@ -90,7 +98,7 @@ def test_effective_config_round_trips_through_toml() -> None:
 def test_web_count_and_subnet_always_give_distinct_loopback_addresses(web: int, octet: int) -> None:
     config = parse({"dcs": {"x": {"subnet": f"127.1.{octet}", "web": web}}})
     hosts = [s.host for s in initial_specs(config)]
-    assert len(hosts) == web + 2  # the web servers, a load balancer, an edge
+    assert len(hosts) == web + 3  # the web servers, a load balancer, an edge, the DNS
     assert len(set(hosts)) == len(hosts)
 
 
@@ -109,8 +117,8 @@ def test_edge_names_use_the_region_unless_two_dcs_share_it() -> None:
         "edge-us-west",
         "edge-eu",
     ]
-    no_edges = parse({"edge": {"enabled": False}})
-    assert all(spec.kind != "edge" for spec in initial_specs(no_edges))
+    no_edges = parse({"edge": {"enabled": False}, "dns": {"enabled": False}})
+    assert {spec.kind for spec in initial_specs(no_edges)} == {"lb", "web"}
 
 
 def _millions(*args: str) -> subprocess.CompletedProcess[str]:

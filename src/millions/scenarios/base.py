@@ -21,14 +21,19 @@ SCENARIO_SUBNET_BASE = 201
 
 
 def isolated_config(base: MillionsConfig, run_dir: Path, web: int | None = None) -> MillionsConfig:
-    """The config with scenario-only subnets and run directory."""
+    """The config with scenario-only addresses (DC subnets, DNS server) and run directory.
+
+    Client networks stay: they are source addresses of simulated users, not listeners."""
     dcs = {
         name: DataCenterConfig(
-            subnet=f"127.0.{SCENARIO_SUBNET_BASE + i}", web=dc.web if web is None else web
+            subnet=f"127.0.{SCENARIO_SUBNET_BASE + i}",
+            web=dc.web if web is None else web,
+            clients=dc.clients,
         )
         for i, (name, dc) in enumerate(base.dcs.items())
     }
-    return base.model_copy(update={"dcs": dcs, "run_dir": str(run_dir)})
+    dns = base.dns.model_copy(update={"host": f"127.0.{SCENARIO_SUBNET_BASE - 1}.53"})
+    return base.model_copy(update={"dcs": dcs, "dns": dns, "run_dir": str(run_dir)})
 
 
 @contextlib.asynccontextmanager

@@ -14,9 +14,9 @@ from typing import Any
 from rich.console import Console
 
 from millions.load import LoadConfig, LoadReport, LoadRunner, run_with_progress
+from millions.load.topology import topology_targets
 from millions.scenarios import Scenario
 from millions.scenarios.base import Timeline, fresh_topology, wait_until
-from millions.topology.components import lb_spec
 from millions.topology.config import MillionsConfig
 from millions.topology.supervisor import ComponentState, Supervisor
 
@@ -51,10 +51,11 @@ async def _faults(supervisor: Supervisor, runner: LoadRunner, timeline: Timeline
 async def run(base: MillionsConfig, console: Console, quiet: bool) -> dict[str, Any]:
     async with fresh_topology(base, console, quiet) as supervisor:
         config = supervisor.config
-        targets = [lb_spec(config, dc).url.rstrip("/") for dc in config.dcs]
+        targets, geo_dns = topology_targets(config)
         runner = LoadRunner(
             LoadConfig(
                 targets=targets,
+                dns=geo_dns,
                 users=USERS,
                 duration_s=120.0,
                 mix={"browse": 3, "me": 3, "list": 2, "view": 2},

@@ -13,7 +13,7 @@ from typing import Literal
 
 from millions.topology.config import MillionsConfig
 
-Kind = Literal["lb", "web", "edge"]
+Kind = Literal["lb", "web", "edge", "dns"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ComponentSpec:
 
     name: str
     kind: Kind
-    dc: str
+    dc: str  # "" for a component of the whole topology (the geo DNS)
     host: str
     port: int
     health_port: int
@@ -34,6 +34,8 @@ class ComponentSpec:
 
     @property
     def url(self) -> str:
+        if self.kind == "dns":
+            return f"dns://{self.host}:{self.port}"
         return f"http://{self.host}:{self.port}/"
 
     @property
@@ -79,9 +81,20 @@ def edge_spec(config: MillionsConfig, dc: str) -> ComponentSpec:
     )
 
 
+def dns_spec(config: MillionsConfig) -> ComponentSpec:
+    return ComponentSpec(
+        name="dns",
+        kind="dns",
+        dc="",
+        host=config.dns.host,
+        port=config.dns.port,
+        health_port=config.dns.admin_port,
+    )
+
+
 #: The order components start in (each group waits for the one before to be healthy);
 #: they stop in the reverse order, so traffic stops at the front before the back goes.
-START_ORDER: tuple[Kind, ...] = ("web", "lb", "edge")
+START_ORDER: tuple[Kind, ...] = ("web", "lb", "edge", "dns")
 
 
 def initial_specs(config: MillionsConfig) -> list[ComponentSpec]:
@@ -92,6 +105,8 @@ def initial_specs(config: MillionsConfig) -> list[ComponentSpec]:
     specs.extend(lb_spec(config, dc) for dc in config.dcs)
     if config.edge.enabled:
         specs.extend(edge_spec(config, dc) for dc in config.dcs)
+    if config.dns.enabled:
+        specs.append(dns_spec(config))
     return specs
 
 
@@ -133,6 +148,10 @@ class RunPaths:
     def admin_token(self) -> Path:
         return self.root / "admin-token"
 
+    @property
+    def dns_state(self) -> Path:
+        return self.root / "dns-state.json"
+
 
 def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> list[str]:
     """The argv that runs `spec` as its own process through the public CLI.
@@ -165,6 +184,8 @@ def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> lis
             str(config.edge.disk_bytes),
         ]
     base += ["--config", str(paths.effective_config), "--run-dir", str(paths.root)]
+    if spec.kind == "dns":
+        return base
     if spec.kind == "web":
         return [*base, "--dc", spec.dc]
     return [

@@ -89,6 +89,30 @@ class EdgeConfig(_Section):
     disk_bytes: int = Field(default=1 << 30, ge=1 << 20, le=1 << 44, description="disk tier")
 
 
+class GeoDnsConfig(_Section):
+    """The geo DNS server: `www.<zone>` and `cdn.<zone>` name the nearest healthy DC and
+    edge for the client's region (from its source address or EDNS Client Subnet)."""
+
+    enabled: bool = Field(default=True, description="run the geo DNS server")
+    zone: str = Field(default="millions.test", pattern=r"^[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?$")
+    host: str = Field(default="127.0.53.1", description="loopback address of the server")
+    port: int = Field(default=1053, ge=1, le=65535, description="UDP and TCP")
+    admin_port: int = Field(default=9053, ge=1, le=65535, description="/healthz, /state, drain")
+    ttl_s: int = Field(default=5, ge=0, le=86400, description="TTL of www and cdn answers")
+    check_interval_s: float = Field(default=1.0, gt=0, le=60, description="DC and edge checks")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_host(cls, host: str) -> str:
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError("expected an IPv4 address such as 127.0.53.1") from None
+        if not address.is_loopback:
+            raise ValueError("must be inside 127.0.0.0/8 (loopback only)")
+        return host
+
+
 class DataCenterConfig(_Section):
     """One data center: a load balancer and `web` web servers on the `subnet` addresses.
 
@@ -98,6 +122,24 @@ class DataCenterConfig(_Section):
 
     subnet: str = Field(description="first three octets of a 127.0.0.0/8 address")
     web: int = Field(default=2, ge=0, le=200)
+    clients: str = Field(
+        default="",
+        description="client network (CIDR in 127.0.0.0/8) of this DC's region: the geo DNS "
+        "sends its clients here first; simulated users of the region connect from it",
+    )
+
+    @field_validator("clients")
+    @classmethod
+    def _loopback_clients(cls, clients: str) -> str:
+        if not clients:
+            return clients
+        try:
+            network = ipaddress.IPv4Network(clients)
+        except ValueError as exc:
+            raise ValueError(f"expected a CIDR network such as 127.100.1.0/24: {exc}") from None
+        if not network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
+            raise ValueError("must be inside 127.0.0.0/8 (loopback only)")
+        return clients
 
     @field_validator("subnet")
     @classmethod
@@ -120,8 +162,8 @@ class SupervisorConfig(_Section):
 
 def _default_dcs() -> dict[str, DataCenterConfig]:
     return {
-        "us-east": DataCenterConfig(subnet="127.0.1", web=2),
-        "eu-west": DataCenterConfig(subnet="127.0.2", web=2),
+        "us-east": DataCenterConfig(subnet="127.0.1", web=2, clients="127.100.1.0/24"),
+        "eu-west": DataCenterConfig(subnet="127.0.2", web=2, clients="127.100.2.0/24"),
     }
 
 
@@ -138,6 +180,7 @@ class MillionsConfig(_Section):
     lb: LoadBalancerConfig = LoadBalancerConfig()
     web: WebConfig = WebConfig()
     edge: EdgeConfig = EdgeConfig()
+    dns: GeoDnsConfig = GeoDnsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
 
@@ -158,13 +201,42 @@ class MillionsConfig(_Section):
     def lb_host(self, dc: str) -> str:
         return f"{self.dcs[dc].subnet}.1"
 
+    def region(self, dc: str) -> str:
+        """The region a DC serves: the first part of its name (`us` for `us-east`)."""
+        return dc.split("-", 1)[0]
+
+    def regions(self) -> dict[str, list[str]]:
+        """Each region's DCs, nearest first: its own DCs, then the others in config order."""
+        result: dict[str, list[str]] = {}
+        for dc in self.dcs:
+            region = self.region(dc)
+            own = [d for d in self.dcs if self.region(d) == region]
+            result[region] = own + [d for d in self.dcs if d not in own]
+        return result
+
+    def client_source(self, region: str) -> str | None:
+        """The address simulated users of `region` connect from (.10 of its client network)."""
+        for dc, dc_config in self.dcs.items():
+            if self.region(dc) == region and dc_config.clients:
+                network = ipaddress.IPv4Network(dc_config.clients)
+                return str(network[min(10, network.num_addresses - 1)])
+        return None
+
+    @property
+    def dns_address(self) -> str:
+        return f"{self.dns.host}:{self.dns.port}"
+
+    def site_url(self) -> str:
+        """The URL users open: the geo DNS name of the site."""
+        return f"http://www.{self.dns.zone}:{self.lb.port}"
+
     def edge_host(self, dc: str) -> str:
         return f"{self.dcs[dc].subnet}.2"
 
     def edge_name(self, dc: str) -> str:
         """`edge-us` for `us-east`: the region part of the DC name, unless two DCs share it."""
-        region = dc.split("-", 1)[0]
-        shared = sum(1 for other in self.dcs if other.split("-", 1)[0] == region) > 1
+        region = self.region(dc)
+        shared = sum(1 for other in self.dcs if self.region(other) == region) > 1
         return f"edge-{dc}" if shared else f"edge-{region}"
 
     def edge_url(self, dc: str) -> str:

@@ -45,8 +45,13 @@ log = logging.getLogger("millions.supervisor")
 PR_SET_PDEATHSIG = 1
 HEALTH_PROBE_INTERVAL_S = 1.0
 CONFIG_ERROR_EXIT = 2  # a component that exits 2 at start-up will never come up: fail fast
-KIND_NAMES = {"web": "web servers", "lb": "load balancers", "edge": "CDN edges"}
-KIND_ORDER = {"edge": 0, "lb": 1, "web": 2}  # front to back, as `status` lists a DC
+KIND_NAMES = {
+    "web": "web servers",
+    "lb": "load balancers",
+    "edge": "CDN edges",
+    "dns": "geo DNS server",
+}
+KIND_ORDER = {"dns": 0, "edge": 1, "lb": 2, "web": 3}  # front to back, as `status` lists
 
 
 class StartupError(Exception):
@@ -484,7 +489,11 @@ class Supervisor:
         dcs = list(self.config.dcs)
         return sorted(
             self.processes.values(),
-            key=lambda m: (dcs.index(m.spec.dc), KIND_ORDER[m.spec.kind], m.spec.index),
+            key=lambda m: (
+                dcs.index(m.spec.dc) if m.spec.dc else -1,
+                KIND_ORDER[m.spec.kind],
+                m.spec.index,
+            ),
         )
 
     def write_state(self) -> None:

@@ -42,7 +42,7 @@ def status_table(status: dict[str, Any]) -> Table:
         style = STATE_STYLE.get(c["state"], "")
         table.add_row(
             c["name"],
-            c["dc"],
+            c["dc"] or "-",
             f"[{style}]{c['state']}[/]" if style else c["state"],
             c["address"],
             c["url"],
