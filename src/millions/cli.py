@@ -494,6 +494,14 @@ def edge(
         str | None,
         typer.Option(envvar="MILLIONS_ADMIN_TOKEN", help="bearer token for POST /purge on --ops"),
     ] = None,
+    stream_threshold: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="origin bodies larger than this many bytes stream to the client while they "
+            "are stored, instead of being read whole first",
+        ),
+    ] = 1 << 20,
 ) -> None:
     """Run one CDN edge: an RFC 9111 caching reverse proxy in front of ORIGIN.
 
@@ -526,6 +534,7 @@ def edge(
             cache_dir=cache_dir,
             disk_bytes=disk_bytes,
             admin_token=admin_token,
+            stream_threshold_bytes=stream_threshold,
         )
     except ValueError as exc:
         typer.echo(f"config error: {exc}", err=True)

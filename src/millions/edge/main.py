@@ -30,7 +30,12 @@ from millions.edge.admin import (
     parse_purge_request,
     require_loopback,
 )
-from millions.edge.server import DEFAULT_DISK_BYTES, X_CACHE_VALUES, EdgeServer
+from millions.edge.server import (
+    DEFAULT_DISK_BYTES,
+    DEFAULT_STREAM_THRESHOLD_BYTES,
+    X_CACHE_VALUES,
+    EdgeServer,
+)
 from millions.edge.storage import StorageStats
 from millions.telemetry import logs
 from millions.telemetry.metrics import CONTENT_TYPE
@@ -80,6 +85,16 @@ class EdgeCollector(Collector):
             "millions_edge_coalesced_waiters",
             "Misses that waited for another's origin fetch",
             value=stats.coalesced_waiters,
+        )
+        yield CounterMetricFamily(
+            "millions_edge_sendfile_bytes",
+            "Body bytes sent from the disk tier with os.sendfile",
+            value=stats.sendfile_bytes,
+        )
+        yield CounterMetricFamily(
+            "millions_edge_streamed_fills",
+            "Large origin responses streamed to the client and the disk tier at once",
+            value=stats.streamed_fills,
         )
         yield CounterMetricFamily(
             "millions_edge_invalidations",
@@ -219,15 +234,25 @@ def run(
     cache_dir: Path | None = None,
     disk_bytes: int = DEFAULT_DISK_BYTES,
     admin_token: str | None = None,
+    stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
 ) -> None:
     """Run one edge in front of `origin` (http://host:port) until SIGTERM/SIGINT.
 
     `max_bytes` bounds the memory tier, `disk_bytes` the disk tier kept in `cache_dir`
-    across restarts (None: a temporary directory removed at exit). `admin_token` (else
+    across restarts (None: a temporary directory removed at exit). Origin bodies larger
+    than `stream_threshold_bytes` stream to the client while they are stored. `admin_token` (else
     the MILLIONS_ADMIN_TOKEN environment variable) enables `POST /purge` on `ops`, which
     must be a loopback address."""
     logs.configure(name, log_file)
-    edge = EdgeServer(origin, listen, max_bytes, name, cache_dir=cache_dir, disk_bytes=disk_bytes)
+    edge = EdgeServer(
+        origin,
+        listen,
+        max_bytes,
+        name,
+        cache_dir=cache_dir,
+        disk_bytes=disk_bytes,
+        stream_threshold_bytes=stream_threshold_bytes,
+    )
     token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
     process = EdgeProcess(edge, ops, token)
     uvloop.run(_serve(process))
