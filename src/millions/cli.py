@@ -25,8 +25,8 @@ from millions.topology.components import RunPaths
 from millions.topology.config import ConfigError, MillionsConfig, to_toml
 
 app = typer.Typer(
-    help="millions: the scale-out web architecture (CDN edges, load balancers, stateless "
-    "web servers, shared sessions) running on this machine.",
+    help="millions: the scale-out web architecture (geo DNS, CDN edges, load balancers, "
+    "stateless web servers, shared sessions, queue workers, shards) running on this machine.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,6 +38,18 @@ dc_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dc_app, name="dc")
+
+
+def _mount_tier_commands() -> None:
+    """The queue and shards tiers bring their own command groups."""
+    from millions.queue.cli import queue_app
+    from millions.shards.cli import shards_app
+
+    app.add_typer(queue_app, name="queue")
+    app.add_typer(shards_app, name="shards")
+
+
+_mount_tier_commands()
 
 console = Console()
 err_console = Console(stderr=True)
@@ -537,6 +549,47 @@ def edge(
             stream_threshold_bytes=stream_threshold,
         )
     except ValueError as exc:
+        typer.echo(f"config error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    tasks: Annotated[
+        str, typer.Option(help="task registry as module:attr (a millions.workers.TaskRegistry)")
+    ],
+    name: Annotated[str, typer.Option(help="component name for logs")] = "worker",
+    metrics: Annotated[
+        str | None, typer.Option(help="loopback HOST:PORT for /metrics and /healthz")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=10_000, help="tasks at once (default: queue.workers.concurrency)"),
+    ] = None,
+    log_file: LogFileOption = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Run one queue worker: consume the queues of every task in TASKS, acknowledge after
+    each handler succeeds, retry with backoff, dead-letter after queue.max_attempts.
+    SIGTERM finishes (or releases) the tasks in flight and exits."""
+    from millions.queue.urls import QueueURLError
+    from millions.workers.main import run
+    from millions.workers.registry import TaskImportError
+
+    settings = load_config(config)
+    metrics_address = parse_address(metrics, "--metrics") if metrics else None
+    try:
+        run(
+            tasks,
+            settings.queue,
+            run_dir=resolve_run_dir(settings, run_dir),
+            metrics_listen=metrics_address,
+            name=name,
+            log_file=log_file,
+            concurrency=concurrency,
+        )
+    except (TaskImportError, QueueURLError, ValueError) as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
 

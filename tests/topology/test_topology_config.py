@@ -145,3 +145,30 @@ def test_cli_config_show_prints_effective_toml() -> None:
     result = _millions("config", "show", "--config", "/dev/null")
     assert result.returncode == 0
     assert tomllib.loads(result.stdout)["dcs"]["us-east"]["web"] == 2
+
+
+def test_nested_tier_sections_round_trip_through_config_show(tmp_path: Path) -> None:
+    path = tmp_path / "millions.toml"
+    path.write_text(
+        "[queue]\nmax_attempts = 3\n[queue.workers]\nmax_workers = 6\n"
+        '[[shards.shards]]\nname = "a"\n[[shards.shards]]\nname = "b"\n[[shards.shards]]\n'
+        'name = "c"\n[shards.cache]\nengine = "none"\n'
+    )
+    shown = _millions("config", "show", "--config", str(path))
+    assert shown.returncode == 0, shown.stderr
+    data = tomllib.loads(shown.stdout)
+    assert data["queue"]["max_attempts"] == 3 and data["queue"]["workers"]["max_workers"] == 6
+    assert [s["name"] for s in data["shards"]["shards"]] == ["a", "b", "c"]
+    assert parse(data) == parse(tomllib.loads(path.read_text()))
+
+
+def test_tier_config_errors_name_the_nested_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[queue.workers]\nmax_workers = 0\n")
+    result = _millions("config", "show", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("config error: queue.workers.max_workers:")
+    worker = _millions("worker", "--tasks", "no_such_module_q:tasks", "--config", "/dev/null")
+    assert worker.returncode == 2
+    assert worker.stderr.strip().startswith("config error:")
+    assert "no_such_module_q" in worker.stderr and "Traceback" not in worker.stderr

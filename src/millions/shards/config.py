@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from millions.shards.storage.base import ShardLocation
-from millions.topology.config import ConfigError
+from millions.topology.errors import ConfigError
 
 SHARD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")

@@ -44,7 +44,7 @@ from millions.shards.workflow import (
     plan_reverse,
     this_process,
 )
-from millions.topology.config import ConfigError
+from millions.topology.errors import ConfigError
 
 HEARTBEAT_S = 2.0
 CUTOVER_ATTEMPTS = 3

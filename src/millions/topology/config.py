@@ -15,17 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from millions.queue.config import QueueConfig
+from millions.shards.config import ShardsConfig
+from millions.topology.errors import ConfigError
+
+__all__ = ["ConfigError", "MillionsConfig", "load", "parse", "to_toml"]
+
 DEFAULT_CONFIG_FILE = "millions.toml"
 DC_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-
-
-class ConfigError(Exception):
-    """A config problem, as one line: `<key>: <problem>`."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
-        self.problem = problem
 
 
 class _Section(BaseModel):
@@ -181,6 +178,8 @@ class MillionsConfig(_Section):
     web: WebConfig = WebConfig()
     edge: EdgeConfig = EdgeConfig()
     dns: GeoDnsConfig = GeoDnsConfig()
+    queue: QueueConfig = QueueConfig()
+    shards: ShardsConfig = ShardsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
 
@@ -292,22 +291,41 @@ def load(path: Path | None) -> MillionsConfig:
 
 
 def to_toml(config: MillionsConfig) -> str:
-    """The effective config as TOML text (what `millions config show` prints)."""
-    data = config.model_dump()
+    """The effective config as TOML text (what `millions config show` prints).
+
+    Written by hand because the standard library reads TOML but does not write it; the
+    config holds only scalars, lists of scalars, tables and arrays of flat tables."""
     lines: list[str] = []
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "dcs":
-            lines.append("")
-            lines.append(f"[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
-    for name, dc in data["dcs"].items():
-        lines.append("")
-        lines.append(f'[dcs."{name}"]' if "-" in name else f"[dcs.{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in dc.items())
-    return "\n".join(lines) + "\n"
+    _write_table(lines, [], config.model_dump(exclude_none=True))
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _write_table(lines: list[str], path: list[str], table: dict[str, Any]) -> None:
+    if path:
+        lines.extend(["", f"[{_dotted(path)}]"])
+    for key, value in table.items():
+        if not isinstance(value, dict) and not _is_table_array(value):
+            lines.append(f"{_key(key)} = {_toml_value(value)}")
+    for key, value in table.items():
+        if _is_table_array(value):
+            for item in value:
+                lines.extend(["", f"[[{_dotted([*path, key])}]]"])
+                lines.extend(f"{_key(k)} = {_toml_value(v)}" for k, v in item.items())
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _write_table(lines, [*path, key], value)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _dotted(path: list[str]) -> str:
+    return ".".join(_key(part) for part in path)
 
 
 def _toml_value(value: Any) -> str:
@@ -315,5 +333,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
