@@ -107,9 +107,9 @@ class TieredStore:
         entries = [decode_entry(meta) for meta in self.memory.variants(primary)]
         seen = {entry.secondary_key for entry in entries}
         for meta in self.disk.variants(primary):
-            entry = decode_entry(meta)
-            if entry.secondary_key not in seen:
-                entries.append(entry)
+            # a variant in memory is on disk too (written through): decode it only once
+            if secondary_of(meta) not in seen:
+                entries.append(decode_entry(meta))
         if not entries:
             self.misses += 1
         return entries
