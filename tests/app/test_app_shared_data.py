@@ -40,7 +40,8 @@ async def test_servers_share_users_photos_and_sessions(
         login = await client.post("/api/login", json={"username": "alice", "password": PASSWORD})
         assert login.status_code == 200  # server 2 knows the user server 1 created
     assert (tmp_path / "data" / "app.sqlite3").exists()
-    assert len(list((tmp_path / "data" / "photos").rglob("*.png"))) == 1
+    stored = sorted(path.name.split(".", 1)[1] for path in (tmp_path / "data").rglob("*.png"))
+    assert stored == ["blur.png", "crop.png", "png", "sharpen.png", "thumb.png"]  # + variants
 
 
 async def test_concurrent_signups_on_two_servers_all_land_once(

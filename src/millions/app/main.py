@@ -1,7 +1,8 @@
 """The photo-sharing reference app: `create_app()` builds it, `millions.app:app` is one.
 
 Run by `millions web` (uvicorn, wrapped in the shared-session middleware) on several
-stateless web servers that share one data directory.
+stateless web servers that share one data directory; queue workers running
+`millions.app.pipeline:tasks` make each photo's thumbnail and variants.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from millions.app import api, pages
 from millions.app.assets import static_asset
 from millions.app.errors import http_error, server_error
 from millions.app.headers import ServerHeadersMiddleware
-from millions.app.media import photo_image
+from millions.app.media import photo_image, photo_variant
 from millions.app.passwords import Passwords
 from millions.app.photo_files import PhotoFiles
+from millions.app.pipeline import queue_from_env
 from millions.app.rendering import Renderer
 from millions.app.settings import AppSettings, current_settings
 from millions.app.state import STATE_KEY, AppState
@@ -57,6 +59,7 @@ def create_app(
             *pages.routes,
             *api.routes,
             Route("/photos/{photo_id}/image", photo_image, methods=["GET"]),
+            Route("/photos/{photo_id}/{variant}", photo_variant, methods=["GET"]),
             Route("/static/{name}", static_asset, methods=["GET", "HEAD"]),
         ],
         middleware=[Middleware(ServerHeadersMiddleware, component=settings.component)],
@@ -70,14 +73,22 @@ def create_app(
 
 @asynccontextmanager
 async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> AsyncIterator[AppState]:
-    """The database, the photo folder, the hashing threads and the CDN links of one web
-    server process."""
+    """The database, the photo folder, the hashing threads, the CDN links and the photo
+    pipeline's queue (None without MILLIONS_QUEUE_URL) of one web server process."""
     settings.photos_dir.mkdir(parents=True, exist_ok=True)
+    queue = queue_from_env()
     store = await SqliteAppStore.open(settings.database_path)
     passwords = Passwords(hasher)
     cdn = CdnLinks.from_env()
     await cdn.start()
-    log.info("app ready", extra={"data_dir": str(settings.data_dir), "cdn": cdn.base_url})
+    log.info(
+        "app ready",
+        extra={
+            "data_dir": str(settings.data_dir),
+            "cdn": cdn.base_url,
+            "photo_processing": "queued" if queue is not None else "inline",
+        },
+    )
     try:
         yield AppState(
             settings=settings,
@@ -85,8 +96,11 @@ async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> Async
             files=PhotoFiles(settings.photos_dir),
             passwords=passwords,
             cdn=cdn,
+            queue=queue,
         )
     finally:
+        if queue is not None:
+            await queue.close()
         await cdn.close()
         await store.close()
         passwords.close()

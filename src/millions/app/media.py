@@ -3,9 +3,12 @@
 Each image is tagged with surrogate keys (`photo-<id>`, `user-<owner id>`), so deleting a
 photo purges it from every edge by key, whatever URL or Host it was cached under.
 
-The ETag is the content hash, so every web server computes the same one for a photo
-and a revalidation answered by any server matches. Conditional requests follow RFC 9110
-section 13: If-None-Match wins over If-Modified-Since.
+The pipeline's variants (`/photos/<id>/thumb|crop|sharpen|blur`) are served the same way
+once the photo is processed, and are 404 (not cached: `no-store`) until then.
+
+The ETag is the content hash (with the variant name for a variant), so every web server
+computes the same one for a photo and a revalidation answered by any server matches.
+Conditional requests follow RFC 9110 section 13: If-None-Match wins over If-Modified-Since.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 from collections.abc import Mapping
 from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -22,8 +26,9 @@ from starlette.responses import FileResponse, Response
 from millions.app.errors import not_found
 from millions.app.state import AppState, app_state
 from millions.app.store import Photo, User
-from millions.app.urls import image_url, page_url
+from millions.app.urls import image_url, page_url, variant_url
 from millions.app.validation import parse_id
+from millions.app.variants import VARIANTS
 
 IMAGE_CACHE_CONTROL = "public, max-age=86400"
 log = logging.getLogger("millions.app")
@@ -42,7 +47,16 @@ def photo_json(photo: Photo) -> dict[str, object]:
         "created_at": photo.created_at,
         "url": image_url(photo.id),
         "page_url": page_url(photo.id),
+        "processed": photo.processed,
+        "variants": variant_urls(photo),
     }
+
+
+def variant_urls(photo: Photo) -> dict[str, str]:
+    """Each variant's URL once the photo is processed; empty before."""
+    if not photo.processed:
+        return {}
+    return {name: variant_url(photo.id, name) for name in VARIANTS}
 
 
 def surrogate_key(photo_id: int) -> str:
@@ -100,15 +114,33 @@ async def photo_image(request: Request) -> Response:
     photo = None if photo_id is None else await app_state(request).store.photo(photo_id)
     if photo is None:
         return not_found(request)
+    path = app_state(request).files.path(photo.sha256, photo.content_type)
+    return await serve_photo_file(request, photo, path, etag_of(photo))
+
+
+async def photo_variant(request: Request) -> Response:
+    """GET /photos/{photo_id}/{variant}: a pipeline variant, 404 until it is made."""
+    variant = request.path_params["variant"]
+    photo_id = parse_id(request.path_params["photo_id"])
+    if variant not in VARIANTS or photo_id is None:
+        return not_found(request)
+    photo = await app_state(request).store.photo(photo_id)
+    if photo is None or not photo.processed:
+        return not_found(request)
+    path = app_state(request).files.variant_path(photo.sha256, photo.content_type, variant)
+    return await serve_photo_file(request, photo, path, f'"{photo.sha256}-{variant}"')
+
+
+async def serve_photo_file(request: Request, photo: Photo, path: Path, etag: str) -> Response:
+    """The file at `path` with the photo's caching headers, or 304 / 404."""
     headers = {
-        "etag": etag_of(photo),
+        "etag": etag,
         "last-modified": http_date(photo.created_at),
         "cache-control": IMAGE_CACHE_CONTROL,
         "surrogate-key": f"{surrogate_key(photo.id)} user-{photo.owner_id}",
     }
     if is_not_modified(request.headers, headers["etag"], photo.created_at):
         return Response(status_code=304, headers=headers)
-    path = app_state(request).files.path(photo.sha256, photo.content_type)
     try:
         stat_result = await asyncio.to_thread(os.stat, path)
     except FileNotFoundError:

@@ -19,7 +19,8 @@ from starlette.templating import Jinja2Templates
 
 from millions.app import csrf
 from millions.app.state import app_state, session_of
-from millions.app.urls import image_url, page_url
+from millions.app.urls import image_url, page_url, variant_url
+from millions.app.variants import VARIANTS
 
 PACKAGE_DIR = Path(__file__).parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -81,12 +82,17 @@ class Renderer:
         def cdn_image_url(photo_id: int) -> str:
             return cdn.url(image_url(photo_id))
 
+        def cdn_variant_url(photo_id: int, variant: str) -> str:
+            return cdn.url(variant_url(photo_id, variant))
+
         return {
             "served_by": self.component,
             "static_url": static_url,
             "csrf_token": csrf_token,
             "csrf_field": csrf.FORM_FIELD,
             "image_url": cdn_image_url,
+            "variant_url": cdn_variant_url,
+            "variants": VARIANTS,
             "page_url": page_url,
         }
 

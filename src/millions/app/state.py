@@ -16,6 +16,7 @@ from millions.app.photo_files import PhotoFiles
 from millions.app.settings import AppSettings
 from millions.app.store import AppStore, User
 from millions.edge.links import CdnLinks
+from millions.queue.base import MessageQueue
 from millions.sessions.base import Session
 
 STATE_KEY = "millions_app"
@@ -31,6 +32,7 @@ class AppState:
     files: PhotoFiles
     passwords: Passwords
     cdn: CdnLinks
+    queue: MessageQueue | None = None  # None: photos are processed inline (see pipeline)
 
 
 class AppMisconfigured(RuntimeError):

@@ -5,6 +5,9 @@ file in WAL mode that every web server process of a data center opens at once (r
 never block the single writer; `busy_timeout` makes a writer wait its turn instead of
 failing). A sharded engine can implement the same protocol: photos carry their owner's
 username (denormalized) so a photo page never needs a join across shards.
+
+Schema changes are additive and applied on open (`MIGRATIONS`): a database created by an
+older release gains the new columns with their defaults and keeps working.
 """
 
 from __future__ import annotations
@@ -36,15 +39,19 @@ CREATE TABLE IF NOT EXISTS photos (
     height INTEGER NOT NULL,
     size_bytes INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    processed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS photos_by_owner ON photos (owner_id, id DESC);
 """
 
+#: Columns added after the first release: (table, column, definition for ADD COLUMN).
+MIGRATIONS = (("photos", "processed", "INTEGER NOT NULL DEFAULT 0"),)
+
 _USER_COLUMNS = "id, username, password_hash, created_at"
 _PHOTO_COLUMNS = (
     "id, owner_id, owner_username, title, content_type, width, height, size_bytes, sha256,"
-    " created_at"
+    " created_at, processed"
 )
 
 
@@ -82,6 +89,25 @@ class Photo:
     size_bytes: int
     sha256: str
     created_at: float
+    processed: bool = False  # the photo pipeline made its thumbnail and variants
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Photo:
+        photo_id, owner_id, owner_username, title, content_type, width, height = row[:7]
+        size_bytes, sha256, created_at, processed = row[7:]
+        return cls(
+            photo_id,
+            owner_id,
+            owner_username,
+            title,
+            content_type,
+            width,
+            height,
+            size_bytes,
+            sha256,
+            created_at,
+            bool(processed),
+        )
 
 
 class UsernameTaken(Exception):
@@ -115,6 +141,13 @@ class AppStore(Protocol):
         """Delete the photo if `owner_id` owns it; whether a record was deleted."""
         ...
 
+    async def mark_processed(self, photo_id: int) -> bool:
+        """Record that the photo's variants exist (read back as `Photo.processed`).
+
+        Idempotent: True only for the call that changed the flag, False when the photo
+        was already processed or does not exist."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -138,6 +171,7 @@ class SqliteAppStore:
             ):
                 await db.execute_fetchall(pragma)
             await db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            await migrate(db)
         except BaseException:
             await db.close()
             raise
@@ -212,14 +246,14 @@ class SqliteAppStore:
 
     async def photo(self, photo_id: int) -> Photo | None:
         rows = await self._rows(f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (photo_id,))
-        return Photo(*rows[0]) if rows else None
+        return Photo.from_row(rows[0]) if rows else None
 
     async def photos_of(self, owner_id: int, limit: int) -> list[Photo]:
         rows = await self._rows(
             f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE owner_id = ? ORDER BY id DESC LIMIT ?",
             (owner_id, limit),
         )
-        return [Photo(*row) for row in rows]
+        return [Photo.from_row(row) for row in rows]
 
     async def delete_photo(self, photo_id: int, owner_id: int) -> bool:
         rows = await self._rows(
@@ -227,5 +261,28 @@ class SqliteAppStore:
         )
         return bool(rows)
 
+    async def mark_processed(self, photo_id: int) -> bool:
+        rows = await self._rows(
+            "UPDATE photos SET processed = 1 WHERE id = ? AND processed = 0 RETURNING id",
+            (photo_id,),
+        )
+        return bool(rows)
+
     async def close(self) -> None:
         await self._db.close()
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Add the `MIGRATIONS` columns a database lacks.
+
+    Several processes may open an old database at once: a column another process added
+    in the meantime shows up as "duplicate column name", which means the work is done."""
+    for table, column, definition in MIGRATIONS:
+        present = {row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({table})")}
+        if column in present:
+            continue
+        try:
+            await db.execute_fetchall(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column name" not in str(exc):
+                raise

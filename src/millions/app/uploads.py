@@ -1,4 +1,5 @@
-"""Receiving a photo upload: bounded body, decoded validation, file, then database row.
+"""Receiving a photo upload: bounded body, decoded validation, file, database row, then
+the processing job (see `pipeline`).
 
 Shared by `POST /api/photos` and the HTML `POST /upload` form. The body may exceed the
 photo limit only by a small allowance for the multipart framing and text fields.
@@ -15,6 +16,7 @@ from starlette.requests import Request
 
 from millions.app.bodies import BodyTooLarge, limited, media_type
 from millions.app.images import ImageRejected, inspect_image
+from millions.app.pipeline import submit_photo
 from millions.app.state import AppState
 from millions.app.store import NewPhoto, Photo, User
 from millions.app.validation import clean_title
@@ -80,7 +82,7 @@ async def receive_upload(
     except ImageRejected as exc:
         raise UploadError(exc.status, exc.message) from None
     await asyncio.to_thread(state.files.write, info.sha256, info.content_type, data)
-    return await state.store.add_photo(
+    photo = await state.store.add_photo(
         NewPhoto(
             owner_id=owner.id,
             owner_username=owner.username,
@@ -92,3 +94,4 @@ async def receive_upload(
             sha256=info.sha256,
         )
     )
+    return await submit_photo(state, photo)

@@ -9,3 +9,7 @@ def image_url(photo_id: int) -> str:
 
 def page_url(photo_id: int) -> str:
     return f"/p/{photo_id}"
+
+
+def variant_url(photo_id: int, variant: str) -> str:
+    return f"/photos/{photo_id}/{variant}"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from millions.topology.config import MillionsConfig
+from millions.topology.config import MAX_WORKER_INDEX, MillionsConfig
 
-Kind = Literal["lb", "web", "edge", "dns"]
+Kind = Literal["lb", "web", "worker", "edge", "dns"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ComponentSpec:
     host: str
     port: int
     health_port: int
-    index: int = 0  # web server number within its DC (1-based); 0 for the others
+    index: int = 0  # web server / worker number within its DC (1-based); 0 for the others
 
     @property
     def address(self) -> str:
@@ -36,6 +36,8 @@ class ComponentSpec:
     def url(self) -> str:
         if self.kind == "dns":
             return f"dns://{self.host}:{self.port}"
+        if self.kind == "worker":
+            return f"http://{self.host}:{self.port}/metrics"
         return f"http://{self.host}:{self.port}/"
 
     @property
@@ -70,6 +72,19 @@ def web_spec(config: MillionsConfig, dc: str, index: int) -> ComponentSpec:
     )
 
 
+def worker_spec(config: MillionsConfig, dc: str, index: int) -> ComponentSpec:
+    """Queue worker `index` of `dc`; its port serves /metrics and /healthz."""
+    return ComponentSpec(
+        name=f"worker-{dc}-{index}",
+        kind="worker",
+        dc=dc,
+        host=config.worker_host(dc, index),
+        port=config.worker.metrics_port,
+        health_port=config.worker.metrics_port,
+        index=index,
+    )
+
+
 def edge_spec(config: MillionsConfig, dc: str) -> ComponentSpec:
     return ComponentSpec(
         name=config.edge_name(dc),
@@ -94,7 +109,7 @@ def dns_spec(config: MillionsConfig) -> ComponentSpec:
 
 #: The order components start in (each group waits for the one before to be healthy);
 #: they stop in the reverse order, so traffic stops at the front before the back goes.
-START_ORDER: tuple[Kind, ...] = ("web", "lb", "edge", "dns")
+START_ORDER: tuple[Kind, ...] = ("web", "worker", "lb", "edge", "dns")
 
 
 def initial_specs(config: MillionsConfig) -> list[ComponentSpec]:
@@ -102,12 +117,19 @@ def initial_specs(config: MillionsConfig) -> list[ComponentSpec]:
     specs: list[ComponentSpec] = []
     for dc, dc_config in config.dcs.items():
         specs.extend(web_spec(config, dc, i) for i in range(1, dc_config.web + 1))
+    for dc in config.dcs:
+        specs.extend(worker_spec(config, dc, i) for i in range(1, initial_workers(config) + 1))
     specs.extend(lb_spec(config, dc) for dc in config.dcs)
     if config.edge.enabled:
         specs.extend(edge_spec(config, dc) for dc in config.dcs)
     if config.dns.enabled:
         specs.append(dns_spec(config))
     return specs
+
+
+def initial_workers(config: MillionsConfig) -> int:
+    """Workers each DC starts with: the autoscaler's floor (it grows the first DC's pool)."""
+    return min(config.queue.workers.min_workers, MAX_WORKER_INDEX)
 
 
 @dataclass(frozen=True)
@@ -152,11 +174,35 @@ class RunPaths:
     def dns_state(self) -> Path:
         return self.root / "dns-state.json"
 
+    @property
+    def app_data(self) -> Path:
+        """The reference app's data (database, photos): web servers and workers share it."""
+        return self.root / "data"
+
 
 def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> list[str]:
     """The argv that runs `spec` as its own process through the public CLI.
 
     Secrets (the admin token) travel in the environment, not in argv, which `ps` shows."""
+    if spec.kind == "worker":
+        return [
+            sys.executable,
+            "-m",
+            "millions",
+            "worker",
+            "--tasks",
+            config.worker.tasks,
+            "--name",
+            spec.name,
+            "--metrics",
+            spec.address,
+            "--log-file",
+            str(paths.log_file(spec.name)),
+            "--config",
+            str(paths.effective_config),
+            "--run-dir",
+            str(paths.root),
+        ]
     base = [
         sys.executable,
         "-m",

@@ -16,12 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from millions.queue.config import QueueConfig
+from millions.queue.messages import check_queue_name
 from millions.shards.config import ShardsConfig
 from millions.topology.errors import ConfigError
 
 __all__ = ["ConfigError", "MillionsConfig", "load", "parse", "to_toml"]
 
 DEFAULT_CONFIG_FILE = "millions.toml"
+MAX_WORKER_INDEX = 154  # workers live on <subnet>.101 .. <subnet>.254
 DC_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -110,11 +112,33 @@ class GeoDnsConfig(_Section):
         return host
 
 
+class WorkerProcessConfig(_Section):
+    """The queue worker processes the supervisor runs in each DC (how many, and the
+    autoscaler's bounds and pace: `[queue.workers]`)."""
+
+    tasks: str = Field(
+        default="millions.app.pipeline:tasks",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="the task registry every worker runs, as module:attribute",
+    )
+    metrics_port: int = Field(default=9100, ge=1, le=65535, description="/metrics, /healthz")
+    autoscale_queue: str = Field(
+        default="photo.process",
+        description="the queue whose backlog sizes the first DC's worker pool",
+    )
+    autoscale_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("autoscale_queue")
+    @classmethod
+    def _queue_name(cls, name: str) -> str:
+        return check_queue_name(name)
+
+
 class DataCenterConfig(_Section):
     """One data center: a load balancer and `web` web servers on the `subnet` addresses.
 
     The load balancer gets `<subnet>.1`, its CDN edge `<subnet>.2`, web server i gets
-    `<subnet>.<10+i>`.
+    `<subnet>.<10+i>`, queue worker i `<subnet>.<100+i>`.
     """
 
     subnet: str = Field(description="first three octets of a 127.0.0.0/8 address")
@@ -179,6 +203,7 @@ class MillionsConfig(_Section):
     edge: EdgeConfig = EdgeConfig()
     dns: GeoDnsConfig = GeoDnsConfig()
     queue: QueueConfig = QueueConfig()
+    worker: WorkerProcessConfig = WorkerProcessConfig()
     shards: ShardsConfig = ShardsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
@@ -252,6 +277,12 @@ class MillionsConfig(_Section):
         if not 1 <= index <= 244:
             raise ValueError(f"web server index {index} out of range 1..244")
         return f"{self.dcs[dc].subnet}.{10 + index}"
+
+    def worker_host(self, dc: str, index: int) -> str:
+        """Address of queue worker `index` (1-based) of `dc`."""
+        if not 1 <= index <= MAX_WORKER_INDEX:
+            raise ValueError(f"worker index {index} out of range 1..{MAX_WORKER_INDEX}")
+        return f"{self.dcs[dc].subnet}.{100 + index}"
 
 
 def _error_key(error: Any) -> str:

@@ -1,9 +1,12 @@
 """The supervisor: starts every component as its own process, keeps them running.
 
-It starts web servers, waits for their health checks, then the load balancers;
-restarts a crashed component with backoff; adds and removes web servers at runtime
-(the load balancer rereads its backend file on SIGHUP and drains removed servers);
-and stops everything in order. Children die with the supervisor even if it is
+It starts web servers, waits for their health checks, then the queue workers and the
+load balancers; restarts a crashed component with backoff; adds and removes web
+servers at runtime (the load balancer rereads its backend file on SIGHUP and drains
+removed servers); sizes the first DC's worker pool to the queue's backlog every
+`worker.autoscale_interval_s` (the decision is `millions.workers.decide_workers`; a
+removed worker gets SIGTERM and finishes or releases its tasks); and stops everything
+in order. Children die with the supervisor even if it is
 killed with SIGKILL (PR_SET_PDEATHSIG), so no process is left orphaned.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import enum
 import json
 import logging
@@ -27,6 +31,7 @@ from typing import Any
 import aiohttp
 
 from millions.edge.admin import ADMIN_TOKEN_ENV
+from millions.queue import QueueError, QueueStats, open_queue
 from millions.topology.backoff import RestartBackoff
 from millions.topology.components import (
     START_ORDER,
@@ -36,9 +41,17 @@ from millions.topology.components import (
     initial_specs,
     lb_spec,
     web_spec,
+    worker_spec,
 )
-from millions.topology.config import MillionsConfig, to_toml
+from millions.topology.config import MAX_WORKER_INDEX, MillionsConfig, to_toml
 from millions.topology.run_secrets import run_secret
+from millions.workers.autoscale import (
+    QueueLoad,
+    Recommendation,
+    ScalingPolicy,
+    decide_workers,
+    trim_history,
+)
 
 log = logging.getLogger("millions.supervisor")
 
@@ -47,11 +60,13 @@ HEALTH_PROBE_INTERVAL_S = 1.0
 CONFIG_ERROR_EXIT = 2  # a component that exits 2 at start-up will never come up: fail fast
 KIND_NAMES = {
     "web": "web servers",
+    "worker": "queue workers",
     "lb": "load balancers",
     "edge": "CDN edges",
     "dns": "geo DNS server",
 }
-KIND_ORDER = {"dns": 0, "edge": 1, "lb": 2, "web": 3}  # front to back, as `status` lists
+# front to back, as `status` lists
+KIND_ORDER = {"dns": 0, "edge": 1, "lb": 2, "web": 3, "worker": 4}
 
 
 class StartupError(Exception):
@@ -103,6 +118,30 @@ def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
     os.replace(tmp, path)
+
+
+def queue_load(stats: QueueStats, workers: int) -> QueueLoad:
+    """What the autoscaler sees of a queue. Throughput per worker is only a capacity
+    estimate while a backlog keeps the workers busy; otherwise it is left unknown."""
+    per_worker = None
+    if stats.ready > 0 and workers > 0 and stats.ack_rate:
+        per_worker = stats.ack_rate / workers
+    return QueueLoad(
+        depth=stats.ready,
+        oldest_age_s=stats.oldest_age_s,
+        arrival_rate=stats.publish_rate,
+        per_worker_rate=per_worker,
+    )
+
+
+def scaling_policy(config: MillionsConfig) -> ScalingPolicy:
+    """`[queue.workers]` as a policy, bounded by the addresses a DC has for workers."""
+    policy = ScalingPolicy.from_config(config.queue.workers)
+    return dataclasses.replace(
+        policy,
+        min_workers=min(policy.min_workers, MAX_WORKER_INDEX),
+        max_workers=min(policy.max_workers, MAX_WORKER_INDEX),
+    )
 
 
 @dataclass
@@ -228,6 +267,8 @@ class Supervisor:
         self.started_at = time.time()
         self._http: aiohttp.ClientSession | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        self._autoscale_task: asyncio.Task[None] | None = None
+        self._retiring: dict[asyncio.Task[None], ManagedProcess] = {}
         self._scale_lock = asyncio.Lock()
         self.control_url: str | None = None
         self._admin_token: str | None = None
@@ -263,6 +304,7 @@ class Supervisor:
                 await self._start_group(group, notify)
         self.phase = "running"
         self._probe_task = asyncio.create_task(self._probe_forever())
+        self._autoscale_task = asyncio.create_task(self._autoscale_forever())
         self.write_state()
 
     async def _start_group(self, specs: list[ComponentSpec], notify: Callable[[str], None]) -> None:
@@ -277,7 +319,11 @@ class Supervisor:
             spec=spec,
             paths=self.paths,
             argv=command(spec, self.paths, self.config),
-            env={**os.environ, ADMIN_TOKEN_ENV: self.admin_token},
+            env={
+                "MILLIONS_DATA_DIR": str(self.paths.app_data),  # unless the caller set one
+                **os.environ,
+                ADMIN_TOKEN_ENV: self.admin_token,
+            },
             backoff=RestartBackoff(
                 self.config.supervisor.restart_backoff_s,
                 self.config.supervisor.restart_backoff_max_s,
@@ -346,14 +392,15 @@ class Supervisor:
         """Stop in the reverse of START_ORDER: edges, load balancers, then web servers."""
         self.phase = "stopping"
         self.write_state()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
-        timeout = self.config.supervisor.stop_timeout_s
+        for task in (self._autoscale_task, self._probe_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for kind in reversed(START_ORDER):
             group = [m for m in self.processes.values() if m.spec.kind == kind]
-            await asyncio.gather(*(m.stop(timeout) for m in group))
+            await asyncio.gather(*(m.stop(self._stop_timeout(m.spec)) for m in group))
+        await asyncio.gather(*self._retiring)
         if self._http is not None:
             await self._http.close()
         self.phase = "stopped"
@@ -408,6 +455,96 @@ class Supervisor:
                 )
             self.write_state()
             return {"added": added, "removed": removed}
+
+    def _stop_timeout(self, spec: ComponentSpec) -> float:
+        """A worker gets its grace period (and a moment to release what did not finish)."""
+        timeout = self.config.supervisor.stop_timeout_s
+        if spec.kind == "worker":
+            return max(timeout, self.config.queue.workers.grace_s + 2.0)
+        return timeout
+
+    def workers(self, dc: str) -> list[ManagedProcess]:
+        return sorted(
+            (m for m in self.processes.values() if m.spec.kind == "worker" and m.spec.dc == dc),
+            key=lambda m: m.spec.index,
+        )
+
+    async def scale_workers(self, dc: str, count: int) -> dict[str, list[str]]:
+        """Set the number of queue workers in `dc`. New ones are started and waited for;
+        removed ones get SIGTERM and finish (or release) their tasks in the background."""
+        if dc not in self.config.dcs:
+            raise KeyError(dc)
+        if not 0 <= count <= MAX_WORKER_INDEX:
+            raise ValueError(f"workers must be between 0 and {MAX_WORKER_INDEX}")
+        async with self._scale_lock:
+            current = self.workers(dc)
+            added: list[str] = []
+            removed: list[str] = []
+            if count > len(current):
+                used = {m.spec.index for m in current} | {
+                    m.spec.index for m in self._retiring.values() if m.spec.dc == dc
+                }
+                free = [i for i in range(1, MAX_WORKER_INDEX + 1) if i not in used]
+                specs = [worker_spec(self.config, dc, i) for i in free[: count - len(current)]]
+                busy = addresses_in_use(specs)
+                if busy:
+                    raise StartupError(f"address already in use: {', '.join(busy)}")
+                for spec in specs:
+                    await self._add(spec).start()
+                added = [s.name for s in specs]
+                await asyncio.gather(*(self._wait_healthy(self.processes[n]) for n in added))
+            elif count < len(current):
+                for managed in current[count:]:
+                    del self.processes[managed.spec.name]
+                    removed.append(managed.spec.name)
+                    task = asyncio.create_task(managed.stop(self._stop_timeout(managed.spec)))
+                    self._retiring[task] = managed
+                    task.add_done_callback(self._retiring.pop)
+            self.write_state()
+            return {"added": added, "removed": removed}
+
+    async def _autoscale_forever(self) -> None:
+        """Size the first DC's worker pool to the backlog of `worker.autoscale_queue`."""
+        dc = next(iter(self.config.dcs))
+        name = self.config.worker.autoscale_queue
+        policy = scaling_policy(self.config)
+        queue = open_queue(self.config.queue, self.paths.root)
+        history: list[Recommendation] = []
+        last_change: float | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.config.worker.autoscale_interval_s)
+                try:
+                    stats = await queue.stats(name)
+                except QueueError as exc:
+                    log.warning("autoscaler: queue stats failed", extra={"error": str(exc)})
+                    continue
+                current = len(self.workers(dc))
+                now = time.monotonic()
+                decision = decide_workers(
+                    current, queue_load(stats, current), policy, history, last_change, now
+                )
+                history = trim_history(
+                    [*history, Recommendation(now, decision.recommendation)], now, policy
+                )
+                if decision.desired == current:
+                    continue
+                last_change = now
+                log.info(
+                    "autoscaling workers",
+                    extra={
+                        "dc": dc,
+                        "from": current,
+                        "to": decision.desired,
+                        "reason": decision.reason,
+                    },
+                )
+                try:
+                    await self.scale_workers(dc, decision.desired)
+                except StartupError as exc:
+                    log.warning("autoscaler: could not add workers", extra={"error": str(exc)})
+        finally:
+            await queue.close()
 
     def _write_backends(self, dc: str, specs: list[ComponentSpec]) -> None:
         write_json_atomic(self.paths.backends_file(dc), {"backends": [s.address for s in specs]})

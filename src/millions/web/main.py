@@ -64,11 +64,13 @@ def session_secret(config: MillionsConfig, run_dir: Path) -> str:
 def prepare_environment(
     config: MillionsConfig, run_dir: Path, name: str, dc: str | None = None
 ) -> None:
-    """Tell the app where its data lives, who it is and, for a server of a DC with CDN
-    edges, which edge its pages link to and where to purge (read by the reference app)."""
+    """Tell the app where its data lives, who it is, which queue takes its jobs and, for a
+    server of a DC with CDN edges, which edge its pages link to and where to purge (read
+    by the reference app)."""
     os.environ.setdefault("MILLIONS_DATA_DIR", str(run_dir / "data"))
     os.environ["MILLIONS_MAX_UPLOAD_BYTES"] = str(config.web.max_upload_bytes)
     os.environ["MILLIONS_COMPONENT"] = name
+    os.environ["MILLIONS_QUEUE_URL"] = config.queue.resolved_url(run_dir).url
     if dc is not None and config.edge.enabled:
         os.environ[CDN_URL_ENV] = config.edge_url(dc)
         os.environ[CDN_HEALTH_URL_ENV] = config.edge_ops_url(dc) + "/healthz"
