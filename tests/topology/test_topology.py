@@ -122,7 +122,14 @@ def assert_no_failures(loads: list[UserLoad]) -> None:
 
 def test_up_status_kill_and_down_leave_no_process(topology: Topology) -> None:
     status = topology.status()
-    assert sorted(status) == ["dns", "edge-test", "lb-test-dc", "web-test-dc-1", "web-test-dc-2"]
+    assert sorted(status) == [
+        "dns",
+        "edge-test",
+        "lb-test-dc",
+        "web-test-dc-1",
+        "web-test-dc-2",
+        "worker-test-dc-1",
+    ]
     assert {c["state"] for c in status.values()} == {"running"}
     assert status["web-test-dc-2"]["address"] == "127.0.71.12:8000"
     old_pid = int(status["web-test-dc-1"]["pid"])  # type: ignore[call-overload]
@@ -190,6 +197,7 @@ def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> No
         "lb-test-dc",
         "web-test-dc-1",
         "web-test-dc-2",
+        "worker-test-dc-1",
     ]
     bad = topology.cli("scale", "test-dc", "db=3")
     assert bad.returncode == 2

@@ -74,6 +74,14 @@ def test_pages_use_the_edge_purges_reach_it_and_pages_fall_back_when_it_is_down(
     status = topology.status()
     assert status["edge-test"]["state"] == "running"
     assert status["edge-test"]["address"] == "127.0.75.2:8080"
+    assert sorted(status) == [
+        "dns",
+        "edge-test",
+        "lb-test-dc",
+        "web-test-dc-1",
+        "web-test-dc-2",
+        "worker-test-dc-1",
+    ]
 
     with httpx.Client(timeout=10) as client:
         wait_for(lambda: both_servers_link(client, EDGE), 20, "pages to link through the edge")

@@ -15,7 +15,7 @@ from millions.topology.components import initial_specs
 from millions.topology.config import ConfigError, MillionsConfig, load, parse, to_toml
 
 
-def test_default_topology_has_two_dcs_with_an_edge_one_lb_and_two_web_servers() -> None:
+def test_default_topology_has_two_dcs_with_an_edge_one_lb_two_web_servers_a_worker() -> None:
     config = MillionsConfig()
     assert list(config.dcs) == ["us-east", "eu-west"]
     specs = initial_specs(config)
@@ -25,12 +25,19 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_and_two_web_servers() 
         "web-us-east-2",
         "web-eu-west-1",
         "web-eu-west-2",
+        "worker-us-east-1",
+        "worker-eu-west-1",
         "lb-us-east",
         "lb-eu-west",
         "edge-us",
         "edge-eu",
         "dns",
     ]
+    worker = specs[4]
+    assert (worker.address, worker.health_url) == (
+        "127.0.1.101:9100",
+        "http://127.0.1.101:9100/healthz",
+    )
     edge = specs[-3]
     assert (edge.address, edge.health_url) == ("127.0.1.2:8080", "http://127.0.1.2:9000/healthz")
     hosts = [s.host for s in specs]
@@ -58,6 +65,9 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_and_two_web_servers() 
         ({"dcs": {"a": {"subnet": "127.0.1"}, "b": {"subnet": "127.0.1"}}}, "dcs", "share"),
         ({"dcs": {"Bad Name": {"subnet": "127.0.1"}}}, "dcs", "must match"),
         ({"surprise": 1}, "surprise", "unknown key"),
+        ({"worker": {"metrics_port": 0}}, "worker.metrics_port", "greater than or equal"),
+        ({"worker": {"autoscale_queue": "x.dead"}}, "worker.autoscale_queue", "reserved"),
+        ({"worker": {"tasks": "no-colon"}}, "worker.tasks", "match pattern"),
         ({"lb": {"colour": "red"}}, "lb.colour", "unknown key"),
         ({"app": "not a path"}, "app", "pattern"),
     ],
@@ -94,11 +104,11 @@ def test_effective_config_round_trips_through_toml() -> None:
     assert parse(tomllib.loads(to_toml(config))) == config
 
 
-@given(st.integers(min_value=0, max_value=200), st.integers(min_value=2, max_value=250))
+@given(st.integers(min_value=0, max_value=89), st.integers(min_value=2, max_value=250))
 def test_web_count_and_subnet_always_give_distinct_loopback_addresses(web: int, octet: int) -> None:
     config = parse({"dcs": {"x": {"subnet": f"127.1.{octet}", "web": web}}})
     hosts = [s.host for s in initial_specs(config)]
-    assert len(hosts) == web + 3  # the web servers, a load balancer, an edge, the DNS
+    assert len(hosts) == web + 4  # the web servers, a worker, a load balancer, an edge, the DNS
     assert len(set(hosts)) == len(hosts)
 
 
@@ -118,7 +128,7 @@ def test_edge_names_use_the_region_unless_two_dcs_share_it() -> None:
         "edge-eu",
     ]
     no_edges = parse({"edge": {"enabled": False}, "dns": {"enabled": False}})
-    assert {spec.kind for spec in initial_specs(no_edges)} == {"lb", "web"}
+    assert {spec.kind for spec in initial_specs(no_edges)} == {"lb", "web", "worker"}
 
 
 def _millions(*args: str) -> subprocess.CompletedProcess[str]:

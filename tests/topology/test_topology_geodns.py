@@ -66,6 +66,11 @@ def answer(name: str, source: str) -> str:
 def test_dns_answers_by_region_follows_drains_and_a_dead_dc(topology: Topology) -> None:
     status = topology.status()
     assert status["dns"]["state"] == "running" and status["dns"]["dc"] == ""
+    assert {name for name in status if name.startswith("worker-")} == {
+        "worker-us-east-1",
+        "worker-eu-west-1",
+    }
+    assert status["worker-eu-west-1"]["address"] == "127.0.78.101:9100"
     assert answer("www.millions.test", US_CLIENT) == US_LB
     assert answer("www.millions.test", EU_CLIENT) == EU_LB
     assert answer("cdn.millions.test", US_CLIENT) == "127.0.77.2"

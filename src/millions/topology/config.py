@@ -23,7 +23,8 @@ from millions.topology.errors import ConfigError
 __all__ = ["ConfigError", "MillionsConfig", "load", "parse", "to_toml"]
 
 DEFAULT_CONFIG_FILE = "millions.toml"
-MAX_WORKER_INDEX = 154  # workers live on <subnet>.101 .. <subnet>.254
+MAX_WEB_INDEX = 89  # web servers live on <subnet>.11 .. <subnet>.99
+MAX_WORKER_INDEX = 154  # queue workers on <subnet>.101 .. <subnet>.254
 DC_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -142,7 +143,7 @@ class DataCenterConfig(_Section):
     """
 
     subnet: str = Field(description="first three octets of a 127.0.0.0/8 address")
-    web: int = Field(default=2, ge=0, le=200)
+    web: int = Field(default=2, ge=0, le=MAX_WEB_INDEX)
     clients: str = Field(
         default="",
         description="client network (CIDR in 127.0.0.0/8) of this DC's region: the geo DNS "
@@ -274,8 +275,8 @@ class MillionsConfig(_Section):
 
     def web_host(self, dc: str, index: int) -> str:
         """Address of web server `index` (1-based) of `dc`."""
-        if not 1 <= index <= 244:
-            raise ValueError(f"web server index {index} out of range 1..244")
+        if not 1 <= index <= MAX_WEB_INDEX:
+            raise ValueError(f"web server index {index} out of range 1..{MAX_WEB_INDEX}")
         return f"{self.dcs[dc].subnet}.{10 + index}"
 
     def worker_host(self, dc: str, index: int) -> str:

@@ -43,7 +43,7 @@ from millions.topology.components import (
     web_spec,
     worker_spec,
 )
-from millions.topology.config import MAX_WORKER_INDEX, MillionsConfig, to_toml
+from millions.topology.config import MAX_WEB_INDEX, MAX_WORKER_INDEX, MillionsConfig, to_toml
 from millions.topology.run_secrets import run_secret
 from millions.workers.autoscale import (
     QueueLoad,
@@ -425,15 +425,17 @@ class Supervisor:
         """Set the number of web servers in `dc`; the load balancer follows live."""
         if dc not in self.config.dcs:
             raise KeyError(dc)
-        if not 0 <= web <= 200:
-            raise ValueError("web must be between 0 and 200")
+        if not 0 <= web <= MAX_WEB_INDEX:
+            raise ValueError(f"web must be between 0 and {MAX_WEB_INDEX}")
         async with self._scale_lock:
             current = self.web_servers(dc)
             added: list[str] = []
             removed: list[str] = []
             if web > len(current):
                 used = {m.spec.index for m in current}
-                indices = [i for i in range(1, 245) if i not in used][: web - len(current)]
+                indices = [i for i in range(1, MAX_WEB_INDEX + 1) if i not in used][
+                    : web - len(current)
+                ]
                 specs = [web_spec(self.config, dc, i) for i in indices]
                 busy = addresses_in_use(specs)
                 if busy:
