@@ -29,9 +29,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchtools import ensure_tools, wait_ok
 
 ORIGIN = ("127.0.58.10", 18090)
 NGINX = ("127.0.58.1", 18091)
@@ -109,33 +111,6 @@ request = function()
   return wrk.format("GET", "/miss/" .. counter .. "-" .. math.random(1000000000))
 end
 """
-
-
-def ensure_tools() -> None:
-    tools = {"nginx": "nginx-light", "varnishd": "varnish", "wrk": "wrk"}
-    missing = [name for name in tools if shutil.which(name) is None]
-    if not missing:
-        return
-    print(f"installing {', '.join(missing)} with apt-get", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", *(tools[m] for m in missing)],
-        check=True,
-        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-    )
-
-
-def wait_ok(url: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=0.5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200")
 
 
 def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -216,7 +191,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--objects", type=int, default=100_000)
     args = parser.parse_args()
-    ensure_tools()
+    ensure_tools({"nginx": "nginx-light", "varnishd": "varnish", "wrk": "wrk"})
     workdir = Path(tempfile.mkdtemp(prefix="millions-edge-bench-"))
     workdir.chmod(0o755)  # nginx workers run as an unprivileged user and read files here
     (workdir / "files" / "o").mkdir(parents=True)

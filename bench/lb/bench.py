@@ -20,9 +20,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchtools import ensure_tools, wait_ok
 
 UPSTREAM = ("127.0.59.10", 18080)
 HAPROXY = ("127.0.59.1", 18081)
@@ -74,33 +75,6 @@ run(({h!r}, {p}), ({oh!r}, {op}), LoadBalancerConfig(), backends=[{up!r}],
 """
 
 
-def ensure_tools() -> None:
-    missing = [name for name in ("haproxy", "wrk", "nginx") if shutil.which(name) is None]
-    if not missing:
-        return
-    packages = {"haproxy": "haproxy", "wrk": "wrk", "nginx": "nginx-light"}
-    print(f"installing {', '.join(missing)} with apt-get", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", *(packages[m] for m in missing)],
-        check=True,
-        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-    )
-
-
-def wait_ok(url: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=0.5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200")
-
-
 def wrk(url: str, connections: int, duration: int, latency: bool = False) -> dict[str, float]:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", url]
     if latency:
@@ -128,7 +102,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
-    ensure_tools()
+    ensure_tools({"haproxy": "haproxy", "wrk": "wrk", "nginx": "nginx-light"})
     workdir = Path(tempfile.mkdtemp(prefix="millions-lb-bench-"))
     up = f"{UPSTREAM[0]}:{UPSTREAM[1]}"
     (workdir / "nginx.conf").write_text(

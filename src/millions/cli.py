@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from millions.scenarios import Scenario
 from millions.topology.components import RunPaths
 from millions.topology.config import ConfigError, MillionsConfig, to_toml
+from millions.topology.errors import read_toml
 
 app = typer.Typer(
     help="millions: the scale-out web architecture (geo DNS, CDN edges, load balancers, "
@@ -616,8 +617,6 @@ def dns(
     """Run the geo DNS server: authoritative for the zone, `www` and `cdn` answer with the
     nearest healthy DC and edge for the client's region (source address or EDNS Client
     Subnet). Try it with `dig @127.0.53.1 -p 1053 www.millions.test`."""
-    import tomllib
-
     from millions.dns import config as dns_config_module
     from millions.dns.main import run
     from millions.dns.topology import dns_config
@@ -625,11 +624,7 @@ def dns(
     settings = load_config(config)
     try:
         if dns_config_file is not None:
-            try:
-                data = tomllib.loads(dns_config_file.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError("", f"cannot read {dns_config_file}: {exc}") from None
-            server_config = dns_config_module.parse(data)
+            server_config = dns_config_module.parse(read_toml(dns_config_file))
         else:
             server_config = dns_config(settings)
         if listen is not None:

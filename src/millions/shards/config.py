@@ -9,14 +9,13 @@ of `url`, and the metadata in schema `metadata_schema` there.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from millions.shards.storage.base import ShardLocation
-from millions.topology.errors import ConfigError
+from millions.topology.errors import ConfigError, read_toml
 
 SHARD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -189,14 +188,7 @@ def parse(data: dict[str, Any], prefix: str = "shards") -> ShardsConfig:
 def load(path: Path) -> tuple[ShardsConfig, Path]:
     """(config, run_dir) from a TOML file: its `[shards]` table (and `run_dir`) when it has
     one (the topology's millions.toml), else the whole file is the shards config."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     run_dir = Path(str(data.pop("run_dir", DEFAULT_RUN_DIR)))
     if isinstance(data.get("shards"), dict):
         return parse(data["shards"]), run_dir

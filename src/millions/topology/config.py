@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from millions.queue.config import QueueConfig
 from millions.queue.messages import check_queue_name
 from millions.shards.config import ShardsConfig
-from millions.topology.errors import ConfigError
+from millions.topology.errors import ConfigError, read_toml
 
 __all__ = ["ConfigError", "MillionsConfig", "load", "parse", "to_toml"]
 
@@ -311,14 +310,7 @@ def load(path: Path | None) -> MillionsConfig:
         if not candidate.exists():
             return MillionsConfig()
         path = candidate
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     return parse(data)
 
 
