@@ -81,6 +81,7 @@ from millions.edge.ranges import (
 )
 from millions.edge.storability import storage_decision
 from millions.edge.storage import BodyWriter, DiskBody, ObjectTooLarge, TieredStore
+from millions.edge.storage.memory import MemoryVariant
 from millions.edge.validation import (
     Conditional,
     Revalidation,
@@ -211,6 +212,16 @@ def _request_headers(exchange: Exchange) -> list[Header]:
     return headers
 
 
+def _plain(lines: list[bytes]) -> bool:
+    """Whether a request's header lines leave a fresh stored response's answer as it is
+    (see `_FAST_PATH_EXCLUDED`)."""
+    for index in range(0, len(lines), 4):
+        name = lines[index].lower()
+        if name in _FAST_PATH_EXCLUDED or name in UNKEYED_OVERRIDE_FIELDS or b"_" in name:
+            return False
+    return True
+
+
 def _passed_on(headers: Sequence[Header]) -> list[Header]:
     """An origin response's header lines as the edge passes them on (framing and per-hop
     fields dropped: the proxy frames the body itself)."""
@@ -236,8 +247,48 @@ def _full_fields(entry: CachedResponse, tail: Sequence[Header]) -> list[Header]:
     return headers
 
 
+#: Request fields after which a stored response may answer differently (conditionals,
+#: ranges, request directives) or not at all (credentials): such requests take the full
+#: path, as do requests with override fields (`keys.UNKEYED_OVERRIDE_FIELDS`).
+_FAST_PATH_EXCLUDED = frozenset(
+    {
+        b"range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"if-range",
+        b"cache-control",
+        b"pragma",
+        b"authorization",
+    }
+)
+#: Most request targets remembered for the fast path (cleared when full).
+FAST_HITS_MAX = 4096
+
+
+@dataclass(slots=True)
+class FastHit:
+    """A fresh, Vary-less stored 200 in memory, ready to answer a plain GET for the same raw
+    Host and target without recomputing the key, the variant and the head fields. It is
+    used only while the memory tier still holds exactly this variant and metadata, and
+    only while the response is fresh."""
+
+    primary: bytes
+    variant: MemoryVariant
+    meta: bytes
+    entry: CachedResponse
+    headers: list[Header]
+    body: bytes
+
+
 class EdgeHandler:
-    """The proxy core's `RequestHandler` for an edge: cache, coalesce, forward."""
+    """The proxy core's `RequestHandler` for an edge: cache, coalesce, forward.
+
+    Plain GETs that repeat a fresh hit (`FastHit`) skip the RFC 9111 decisions already
+    taken for them; any other request, and any change to the stored object, takes the
+    full path.
+    """
 
     def __init__(
         self,
@@ -258,11 +309,18 @@ class EdgeHandler:
         self.error_grace_s = error_grace_s
         self.stream_threshold_bytes = stream_threshold_bytes
         self._flights: dict[bytes, asyncio.Future[None]] = {}
+        self._fast_hits: dict[tuple[bytes | None, bytes], FastHit] = {}
         self._refreshing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, exchange: Exchange) -> None:
         method = exchange.method
+        raw_target = (exchange.host, exchange.target)
+        plain_get = method == _GET and not exchange.has_body and _plain(exchange.head_lines)
+        if plain_get:
+            fast = self._fast_hits.get(raw_target)
+            if fast is not None and self._answer_fast(exchange, raw_target, fast):
+                return
         headers = _request_headers(exchange)
         try:
             rkey = request_key(method, b"http", exchange.host or b"", exchange.target)
@@ -285,6 +343,43 @@ class EdgeHandler:
             self._spawn(self._serve_from_disk(exchange, rkey, request, headers, entry))
             return
         self._serve(exchange, rkey, request, headers, entry, body)
+        if plain_get and entry.status == 200 and not entry.secondary_key:
+            self._remember_fast_hit(raw_target, rkey.key, entry, body)
+
+    def _remember_fast_hit(
+        self,
+        raw_target: tuple[bytes | None, bytes],
+        primary: bytes,
+        entry: CachedResponse,
+        body: bytes,
+    ) -> None:
+        variant = self.store.memory.only_variant(primary)
+        if variant is None or entry.response.cache_control.no_cache:
+            return
+        if len(self._fast_hits) >= FAST_HITS_MAX:
+            self._fast_hits.clear()
+        self._fast_hits[raw_target] = FastHit(
+            primary, variant, variant.meta, entry, _full_fields(entry, ()), body
+        )
+
+    def _answer_fast(
+        self, exchange: Exchange, raw_target: tuple[bytes | None, bytes], fast: FastHit
+    ) -> bool:
+        """Answer a plain GET from `fast` while it is current and fresh; else forget it."""
+        entry = fast.entry
+        age = current_age(entry.initial_age, entry.response_time, time.time())
+        if age >= entry.freshness_lifetime or not self.store.memory.hit_if_current(
+            fast.primary,
+            fast.variant,
+            fast.meta,  # type: ignore[arg-type]
+        ):
+            del self._fast_hits[raw_target]
+            return False
+        body = fast.body
+        self.stats.answered(HIT, len(body))
+        headers = [*fast.headers, (b"age", b"%d" % age), (b"x-cache", HIT), (b"via", self.via)]
+        exchange.respond_composed(200, headers, body)
+        return True
 
     def _not_stored(
         self, exchange: Exchange, rkey: RequestKey, request: RequestHead, headers: list[Header]

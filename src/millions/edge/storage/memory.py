@@ -22,25 +22,27 @@ from millions.edge.storage.base import ObjectTooLarge, TierCounters
 ENTRY_OVERHEAD = 240
 
 
-class _Variant:
+class MemoryVariant:
     __slots__ = ("body", "meta", "next", "secondary")
 
-    def __init__(self, secondary: bytes, meta: bytes, body: bytes, next: _Variant | None) -> None:
+    def __init__(
+        self, secondary: bytes, meta: bytes, body: bytes, next: MemoryVariant | None
+    ) -> None:
         self.secondary = secondary
         self.meta = meta
         self.body = body
         self.next = next
 
 
-def _chain(first: _Variant | None) -> Iterator[_Variant]:
+def _chain(first: MemoryVariant | None) -> Iterator[MemoryVariant]:
     while first is not None:
         yield first
         first = first.next
 
 
-def _link(variants: list[_Variant]) -> _Variant | None:
+def _link(variants: list[MemoryVariant]) -> MemoryVariant | None:
     """The variants as a chain, in the given order (rebuilt on change: chains are short)."""
-    first: _Variant | None = None
+    first: MemoryVariant | None = None
     for variant in reversed(variants):
         variant.next = first
         first = variant
@@ -61,9 +63,9 @@ class MemoryTier:
             raise ValueError("memory tier max_bytes must be positive")
         self.max_bytes = max_bytes
         self.counters = TierCounters()
-        self._lru: OrderedDict[bytes, _Variant] = OrderedDict()
+        self._lru: OrderedDict[bytes, MemoryVariant] = OrderedDict()
 
-    def _drop(self, primary: bytes, variant: _Variant) -> None:
+    def _drop(self, primary: bytes, variant: MemoryVariant) -> None:
         self.counters.stored_bytes -= charged_size(primary, variant.meta, variant.body)
         self.counters.objects -= 1
 
@@ -73,7 +75,7 @@ class MemoryTier:
             raise ObjectTooLarge(f"{size} bytes exceed the memory tier's {self.max_bytes}")
         first = self._lru.pop(primary, None)
         if first is None:
-            new = _Variant(secondary, meta, body, None)
+            new = MemoryVariant(secondary, meta, body, None)
         else:
             kept = []
             for old in _chain(first):
@@ -81,7 +83,7 @@ class MemoryTier:
                     self._drop(primary, old)
                 else:
                     kept.append(old)
-            new = _Variant(secondary, meta, body, _link(kept))
+            new = MemoryVariant(secondary, meta, body, _link(kept))
         self._lru[primary] = new
         self.counters.stored_bytes += size
         self.counters.objects += 1
@@ -113,7 +115,7 @@ class MemoryTier:
             self._lru.move_to_end(primary)
         return [variant.meta for variant in _chain(first)]
 
-    def _find(self, primary: bytes, secondary: bytes) -> _Variant | None:
+    def _find(self, primary: bytes, secondary: bytes) -> MemoryVariant | None:
         for variant in _chain(self._lru.get(primary)):
             if variant.secondary == secondary:
                 return variant
@@ -127,6 +129,21 @@ class MemoryTier:
         self.counters.hits += 1
         self._lru.move_to_end(primary)
         return variant.body
+
+    def only_variant(self, primary: bytes) -> MemoryVariant | None:
+        """The stored variant of `primary` when it is its only one (a response without
+        Vary), as a handle for `hit_if_current`."""
+        first = self._lru.get(primary)
+        return first if first is not None and first.next is None else None
+
+    def hit_if_current(self, primary: bytes, variant: MemoryVariant, meta: bytes) -> bool:
+        """Count a hit on `variant` if it is still the only variant of `primary` with the
+        metadata `meta` (not replaced, purged, evicted or marked stale since)."""
+        if self._lru.get(primary) is not variant or variant.meta is not meta or variant.next:
+            return False
+        self.counters.hits += 1
+        self._lru.move_to_end(primary)
+        return True
 
     def set_meta(self, primary: bytes, secondary: bytes, meta: bytes) -> bool:
         variant = self._find(primary, secondary)
