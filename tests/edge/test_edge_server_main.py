@@ -69,6 +69,7 @@ def test_edge_process_serves_reports_and_stops_on_sigterm(tmp_path: Path) -> Non
                 assert "millions_edge_origin_fetches_total 1.0" in metrics
                 assert 'millions_edge_stored_bytes{tier="memory"}' in metrics
                 assert "millions_edge_sendfile_bytes_total 0.0" in metrics
+                assert 'millions_edge_hit_ratio{by="requests"} 0.5' in metrics
                 assert "millions_edge_streamed_fills_total 0.0" in metrics
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 10) == 0

@@ -33,6 +33,10 @@ from millions.edge.admin import (
 from millions.edge.server import (
     DEFAULT_DISK_BYTES,
     DEFAULT_STREAM_THRESHOLD_BYTES,
+    HIT,
+    MISS,
+    REVALIDATED,
+    STALE,
     X_CACHE_VALUES,
     EdgeServer,
 )
@@ -66,6 +70,17 @@ class EdgeCollector(Collector):
             response_bytes.add_metric(label, stats.response_bytes[outcome])
         yield responses
         yield response_bytes
+        ratio = GaugeMetricFamily(
+            "millions_edge_hit_ratio",
+            "Share of cacheable answers served from the cache (HIT and STALE over HIT, STALE, "
+            "REVALIDATED and MISS), by requests and by body bytes",
+            labels=["by"],
+        )
+        for basis, counts in (("requests", stats.responses), ("bytes", stats.response_bytes)):
+            served = counts[HIT] + counts[STALE]
+            total = served + counts[REVALIDATED] + counts[MISS]
+            ratio.add_metric([basis], served / total if total else 0.0)
+        yield ratio
         yield CounterMetricFamily(
             "millions_edge_origin_fetches",
             "Requests the edge sent to the origin for the cache",
