@@ -177,7 +177,7 @@ def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> No
     def scale(loads: list[UserLoad]) -> None:
         up = topology.cli("scale", "test-dc", "web=4")
         assert up.returncode == 0, up.stderr
-        assert len(topology.status()) == 7  # DNS, an edge, a load balancer, 4 web servers
+        assert len(topology.status()) == 8  # DNS, an edge, a load balancer, 4 web, a worker
         wait_for(
             lambda: sum(u.served_by["web-test-dc-4"] for u in loads) > 20,
             20,
@@ -236,7 +236,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_for(running, 60, "the topology to be running")
         pids = [c["pid"] for c in json.loads(state_file.read_text())["components"]]
-        assert len(pids) == 5 and all(pid_alive(p) for p in pids)
+        assert len(pids) == 6 and all(pid_alive(p) for p in pids)  # 2 web, a worker, lb, edge, dns
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output

@@ -1,0 +1,262 @@
+"""The photo pipeline: an upload publishes `photo.process`, the worker's handler makes the
+variants once, the app serves them; without a queue the app processes inline."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from app_harness import image_bytes, serve, sign_up, upload
+from PIL import Image
+from starlette.types import ASGIApp
+
+from millions.app.images import inspect_image
+from millions.app.photo_files import PhotoFiles
+from millions.app.pipeline import (
+    PHOTO_QUEUE,
+    QUEUE_URL_ENV,
+    process_photo,
+    queue_from_env,
+    tasks,
+)
+from millions.app.settings import SettingsError
+from millions.app.store import NewPhoto, SqliteAppStore
+from millions.app.variants import VARIANTS, render_variants
+from millions.queue import MessageQueue, QueueConfig, QueueError, open_queue
+from millions.queue.base import Delivery
+from millions.workers.registry import PermanentFailure
+
+
+@pytest.fixture
+async def queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MessageQueue]:
+    """The queue the app publishes to (MILLIONS_QUEUE_URL), as a worker sees it."""
+    url = f"sqlite://{tmp_path / 'queue.sqlite3'}"
+    monkeypatch.setenv(QUEUE_URL_ENV, url)
+    monkeypatch.setenv("MILLIONS_DATA_DIR", str(tmp_path / "data"))  # for the handler
+    consumer = open_queue(QueueConfig(url=url))
+    yield consumer
+    await consumer.close()
+
+
+@pytest.fixture
+async def queued_client(
+    queue: MessageQueue, make_app: Callable[..., ASGIApp]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve([make_app()]) as http:
+        yield http
+
+
+async def take_job(queue: MessageQueue) -> Delivery:
+    (delivery,) = await queue.receive(PHOTO_QUEUE, wait_s=5)
+    return delivery
+
+
+async def run_job(queue: MessageQueue, delivery: Delivery) -> None:
+    """What a worker does: run the handler, then acknowledge."""
+    await tasks.get(PHOTO_QUEUE)(delivery)
+    assert await queue.ack(delivery)
+
+
+def variant_files(tmp_path: Path) -> dict[str, float]:
+    return {
+        path.name: path.stat().st_mtime_ns
+        for path in (tmp_path / "data" / "photos").rglob("*")
+        if path.is_file() and path.name.count(".") == 2
+    }
+
+
+async def test_upload_publishes_a_job_the_handler_makes_variants_the_app_serves_them(
+    queued_client: httpx.AsyncClient, queue: MessageQueue, tmp_path: Path
+) -> None:
+    client = queued_client
+    await sign_up(client, "ansel")
+    response = await upload(client, image_bytes("JPEG", (600, 300)), title="dunes")
+    assert response.status_code == 201
+    photo = response.json()
+    assert photo["processed"] is False and photo["variants"] == {}
+    page = await client.get(photo["page_url"])
+    assert "processing…" in page.text and f"/photos/{photo['id']}/thumb" not in page.text
+    before = await client.get(f"/photos/{photo['id']}/thumb")
+    assert before.status_code == 404 and before.headers["cache-control"] == "no-store"
+
+    delivery = await take_job(queue)
+    assert delivery.payload == {"photo_id": photo["id"]}
+    assert delivery.idempotency_key == str(photo["id"])
+    await run_job(queue, delivery)
+
+    done = (await client.get(f"/api/photos/{photo['id']}")).json()
+    assert done["processed"] is True
+    assert done["variants"] == {name: f"/photos/{photo['id']}/{name}" for name in VARIANTS}
+    sizes = {}
+    for name, url in done["variants"].items():
+        served = await client.get(url)
+        assert served.status_code == 200, name
+        assert served.headers["content-type"] == "image/jpeg"
+        assert served.headers["cache-control"] == "public, max-age=86400"
+        assert served.headers["surrogate-key"].split()[0] == f"photo-{photo['id']}"
+        assert served.headers["etag"].endswith(f'-{name}"')
+        sizes[name] = Image.open(io.BytesIO(served.content)).size
+        revalidated = await client.get(url, headers={"if-none-match": served.headers["etag"]})
+        assert revalidated.status_code == 304
+    assert sizes == {
+        "thumb": (256, 128),
+        "crop": (300, 300),
+        "sharpen": (600, 300),
+        "blur": (600, 300),
+    }
+    page = await client.get(photo["page_url"])
+    assert "processing…" not in page.text
+    assert all(f"/photos/{photo['id']}/{name}" in page.text for name in VARIANTS)
+
+
+async def test_a_redelivered_job_changes_nothing_and_does_not_fail(
+    queued_client: httpx.AsyncClient,
+    queue: MessageQueue,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await sign_up(queued_client, "redo")
+    photo = (await upload(queued_client, image_bytes("PNG", (40, 30)))).json()
+    delivery = await take_job(queue)
+    await run_job(queue, delivery)
+    written = variant_files(tmp_path)
+    assert sorted(name.split(".")[1] for name in written) == sorted(VARIANTS)
+
+    with caplog.at_level(logging.INFO, logger="millions.app"):
+        await tasks.get(PHOTO_QUEUE)(delivery)  # the same delivery again: at least once
+    assert "photo needed no processing" in caplog.text
+    assert variant_files(tmp_path) == written
+    listed = (await queued_client.get("/api/photos")).json()["photos"]
+    assert [p["id"] for p in listed] == [photo["id"]]
+
+
+async def test_variants_already_on_disk_are_not_rendered_again(tmp_path: Path) -> None:
+    """A worker that died after writing the files but before marking the photo."""
+    store = await SqliteAppStore.open(tmp_path / "app.sqlite3")
+    files = PhotoFiles(tmp_path / "photos")
+    try:
+        user = await store.create_user("crashy", "hash")
+        data = image_bytes("WEBP", (50, 70))
+        info = inspect_image(data, 10_000)
+        files.write(info.sha256, info.content_type, data)
+        for name, rendered in render_variants(data, info.content_type).items():
+            files.write_variant(info.sha256, info.content_type, name, rendered)
+        photo = await store.add_photo(
+            NewPhoto(user.id, user.username, "", info.content_type, 50, 70, len(data), info.sha256)
+        )
+        files.path(info.sha256, info.content_type).unlink()  # rendering would now fail
+        assert await process_photo(store, files, photo.id) is True
+        assert await process_photo(store, files, photo.id) is False
+        reread = await store.photo(photo.id)
+        assert reread is not None and reread.processed
+        assert await process_photo(store, files, photo.id + 1) is False  # no such photo
+    finally:
+        await store.close()
+
+
+async def test_variants_are_404_until_processed_and_for_unknown_names(
+    queued_client: httpx.AsyncClient,
+) -> None:
+    await sign_up(queued_client, "early")
+    photo = (await upload(queued_client, image_bytes("PNG"))).json()
+    for path in (
+        f"/photos/{photo['id']}/crop",
+        f"/photos/{photo['id']}/sepia",
+        "/photos/999/blur",
+        "/photos/abc/thumb",
+    ):
+        response = await queued_client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["cache-control"] == "no-store"
+    assert (await queued_client.get(f"/photos/{photo['id']}/image")).status_code == 200
+
+
+async def test_without_a_queue_the_upload_is_processed_inline(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(QUEUE_URL_ENV, raising=False)
+    await sign_up(client, "solo")
+    response = await upload(client, image_bytes("PNG", (300, 500), mode="RGBA"))
+    photo = response.json()
+    assert photo["processed"] is True and set(photo["variants"]) == set(VARIANTS)
+    thumb = await client.get(photo["variants"]["thumb"])
+    assert thumb.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(thumb.content))
+    assert image.size == (154, 256) and image.mode == "RGBA"
+
+
+async def test_a_queue_that_fails_falls_back_to_inline_processing(
+    queue: MessageQueue, make_app: Callable[..., ASGIApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: object, **_kwargs: object) -> str:
+        raise QueueError("broker unreachable")
+
+    monkeypatch.setattr("millions.queue.sqlite.SqliteQueue.publish", broken)
+    async with serve([make_app()]) as client:
+        await sign_up(client, "fallback")
+        photo = (await upload(client, image_bytes("JPEG"))).json()
+    assert photo["processed"] is True
+
+
+async def test_malformed_jobs_fail_permanently(queue: MessageQueue) -> None:
+    for payload in ({}, {"photo_id": "1"}, {"photo_id": True}, {"photo_id": 0}, [1]):
+        await queue.publish(PHOTO_QUEUE, payload)
+        delivery = await take_job(queue)
+        with pytest.raises(PermanentFailure):
+            await tasks.get(PHOTO_QUEUE)(delivery)
+        await queue.ack(delivery)
+
+
+def test_a_bad_queue_url_is_a_settings_error() -> None:
+    assert queue_from_env({}) is None
+    with pytest.raises(SettingsError, match=QUEUE_URL_ENV):
+        queue_from_env({QUEUE_URL_ENV: "ftp://nowhere"})
+
+
+def test_render_variants_handles_palette_and_transparent_images() -> None:
+    for fmt, mode in (("PNG", "P"), ("PNG", "LA"), ("WEBP", "RGBA"), ("JPEG", "L")):
+        source = io.BytesIO()
+        Image.new(mode, (900, 1200)).save(source, fmt)
+        content_type = {"PNG": "image/png", "WEBP": "image/webp", "JPEG": "image/jpeg"}[fmt]
+        rendered = render_variants(source.getvalue(), content_type)
+        sizes = {name: Image.open(io.BytesIO(data)).size for name, data in rendered.items()}
+        assert sizes == {
+            "thumb": (192, 256),
+            "crop": (900, 900),
+            "sharpen": (768, 1024),
+            "blur": (768, 1024),
+        }, (fmt, mode)
+
+
+async def test_an_old_database_gains_the_processed_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            """
+            CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL
+                UNIQUE, password_hash TEXT NOT NULL, created_at REAL NOT NULL);
+            CREATE TABLE photos (id INTEGER PRIMARY KEY AUTOINCREMENT, owner_id INTEGER NOT NULL,
+                owner_username TEXT NOT NULL, title TEXT NOT NULL, content_type TEXT NOT NULL,
+                width INTEGER NOT NULL, height INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
+                sha256 TEXT NOT NULL, created_at REAL NOT NULL);
+            INSERT INTO users VALUES (1, 'old', 'h', 0);
+            INSERT INTO photos VALUES (7, 1, 'old', 't', 'image/png', 1, 1, 1, 'ab', 0);
+            """
+        )
+    old.close()
+    first, second = await SqliteAppStore.open(path), await SqliteAppStore.open(path)
+    try:
+        photo = await first.photo(7)
+        assert photo is not None and photo.processed is False
+        assert await second.mark_processed(7) is True
+        assert await first.mark_processed(7) is False
+        reread = await first.photo(7)
+        assert reread is not None and reread.processed is True
+    finally:
+        await first.close()
+        await second.close()
