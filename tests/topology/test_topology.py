@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from topology_harness import Topology, pid_alive, wait_for
+from topology_harness import Topology, pid_alive, running_topology, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,15 +44,8 @@ host = "127.0.71.53"
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    config = tmp_path / "millions.toml"
-    config.write_text(CONFIG)
-    topo = Topology(config, tmp_path / "run")
-    started = topo.cli("up", "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_topology(tmp_path, CONFIG) as topo:
         yield topo
-    finally:
-        topo.cli("down")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from topology_harness import Topology, wait_for
+from topology_harness import Topology, running_topology, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -40,15 +40,8 @@ STYLESHEET = re.compile(r'href="([^"]*/static/style\.[0-9a-f]{10}\.css)"')
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    config = tmp_path / "millions.toml"
-    config.write_text(CONFIG)
-    topo = Topology(config, tmp_path / "run")
-    started = topo.cli("up", "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_topology(tmp_path, CONFIG) as topo:
         yield topo
-    finally:
-        topo.cli("down")
 
 
 def png_bytes() -> bytes:

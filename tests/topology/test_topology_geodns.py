@@ -14,7 +14,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from topology_harness import Topology, millions, wait_for
+from topology_harness import Topology, millions, running_topology, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -45,15 +45,8 @@ host = "127.0.77.53"
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    config = tmp_path / "millions.toml"
-    config.write_text(CONFIG)
-    topo = Topology(config, tmp_path / "run")
-    started = topo.cli("up", "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_topology(tmp_path, CONFIG) as topo:
         yield topo
-    finally:
-        topo.cli("down")
 
 
 def answer(name: str, source: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from topology_harness import Topology, pid_alive, wait_for
+from topology_harness import Topology, pid_alive, running_topology, wait_for
 
 from millions.queue import QueueStats
 from millions.topology.components import RunPaths, command, initial_specs, worker_spec
@@ -46,15 +46,8 @@ grace_s = 2.0
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    config = tmp_path / "millions.toml"
-    config.write_text(CONFIG)
-    topo = Topology(config, tmp_path / "run")
-    started = topo.cli("up", "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with running_topology(tmp_path, CONFIG) as topo:
         yield topo
-    finally:
-        topo.cli("down")
 
 
 def jpeg_bytes() -> bytes:

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,3 +60,17 @@ class Topology:
 
     def pids(self) -> list[int]:
         return [int(c["pid"]) for c in self.status().values() if c["pid"]]  # type: ignore[call-overload]
+
+
+@contextmanager
+def running_topology(tmp_path: Path, config_text: str) -> Iterator[Topology]:
+    """The topology of `config_text`, started with `up --detach`; `down` afterwards."""
+    config = tmp_path / "millions.toml"
+    config.write_text(config_text)
+    topo = Topology(config, tmp_path / "run")
+    started = topo.cli("up", "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield topo
+    finally:
+        topo.cli("down")
