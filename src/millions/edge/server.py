@@ -794,11 +794,15 @@ class EdgeHandler:
             raise
         finally:
             response.close()
-        if stream is not None:
-            stream.finish()
-        if writer is None or entry is None:
-            return False
-        return await self._commit(key, writer, entry)
+        try:
+            # commit before the exchange ends, so the client's next request on this
+            # connection finds the object stored
+            return (
+                writer is not None and entry is not None and await self._commit(key, writer, entry)
+            )
+        finally:
+            if stream is not None:
+                stream.finish()
 
     @staticmethod
     def _plain(request: RequestHead, entry: CachedResponse, length: int | None) -> bool:
@@ -1108,9 +1112,11 @@ class EdgeServer:
             await self.proxy.shutdown(grace_s)
         if self.handler is not None:
             tasks = list(self.handler.tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:  # fills still writing to the store get the grace period too
+                _, unfinished = await asyncio.wait(tasks, timeout=grace_s)
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         if self._pool is not None:
             self._pool.close()
         if self._origin is not None:

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("millions.proxy")
 
+#: Bodies of local responses at least this big are written beside their head, not joined.
+GATHER_WRITE_BYTES = 32 * 1024
+
 # exchange states
 PARSING_HEAD = -1  # the request head is still being read
 WAITING = 0  # parsed; not started (pipelined behind another) or not decided yet
@@ -251,10 +254,19 @@ class Exchange:
             self._abort_client()
             return
         parts, sends_body = self._local_head(status, headers, len(body))
-        if sends_body:
-            parts.append(body)
-        self.out.append(b"".join(parts))
-        self.flush()
+        if sends_body and len(body) >= GATHER_WRITE_BYTES:
+            # head and body in one writev: joining them would copy the whole body once more
+            self.flush()
+            client = self.client
+            if not client.closed:
+                client.transport.writelines((b"".join(parts), body))  # type: ignore[union-attr]
+                if self.state == RESPONDING:
+                    self.response_flushed = True
+        else:
+            if sends_body:
+                parts.append(body)
+            self.out.append(b"".join(parts))
+            self.flush()
         self._finished(self.client.loop.time())
 
     def respond_file(

@@ -38,7 +38,7 @@ from millions.edge.surrogate_keys import surrogate_keys
 logger = logging.getLogger(__name__)
 
 #: Bodies up to this size are kept in memory (and written through to disk).
-DEFAULT_SMALL_OBJECT_BYTES = 64 * 1024
+DEFAULT_SMALL_OBJECT_BYTES = 1024 * 1024  # as the streaming threshold: larger ones live on disk
 
 
 @dataclass(frozen=True, slots=True)
