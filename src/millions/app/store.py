@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from millions.sqlite_wal import enable_wal_async
+
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
@@ -163,12 +165,9 @@ class SqliteAppStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
-            for pragma in (
-                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = NORMAL",
-                "PRAGMA foreign_keys = ON",
-            ):
+            await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await enable_wal_async(db.execute_fetchall)
+            for pragma in ("PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"):
                 await db.execute_fetchall(pragma)
             await db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
             await migrate(db)

@@ -53,6 +53,7 @@ from millions.queue.messages import (
     error_text,
 )
 from millions.queue.retry import plan_failure
+from millions.sqlite_wal import enable_wal
 
 log = logging.getLogger("millions.queue")
 
@@ -292,7 +293,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     )
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
+        enable_wal(db)
         # FULL: a commit is on disk (the WAL is fsynced) before publish returns; group
         # commit is what keeps that affordable.
         db.execute("PRAGMA synchronous = FULL")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from millions.sessions.base import SessionStoreError, check_ttl, decode_data, encode_data
+from millions.sqlite_wal import enable_wal
 
 DEFAULT_FILE_NAME = "sessions.sqlite3"
 BUSY_TIMEOUT_MS = 5000
@@ -143,7 +144,7 @@ class SqliteSessionStore:
             # busy_timeout first: switching to WAL and creating the table must wait for
             # other processes doing the same at start-up rather than fail.
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
+            enable_wal(db)
             # NORMAL is durable across process crashes in WAL mode; only an OS crash or power
             # loss may drop the last commits, an acceptable price for sessions.
             db.execute("PRAGMA synchronous = NORMAL")

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from millions.sqlite_wal import enable_wal
+
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
 
@@ -74,7 +76,7 @@ class SqliteWorker:
             # busy_timeout first: switching to WAL must wait for other processes doing the
             # same at start-up rather than fail.
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
+            enable_wal(db)
             # NORMAL is durable across process crashes in WAL mode; an OS crash may lose the
             # last commits (a shard's change log loses the same ones, consistently).
             db.execute("PRAGMA synchronous = NORMAL")
