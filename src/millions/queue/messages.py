@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
@@ -129,3 +131,32 @@ def check_max_attempts(max_attempts: int | None) -> int | None:
 def error_text(error: str, limit: int = 2000) -> str:
     """A failure reason as stored with the message: one bounded string."""
     return error if len(error) <= limit else error[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A publish request that passed every check, ready for an engine to store."""
+
+    message_id: str
+    body: bytes
+    delay_s: float
+    idempotency_key: str
+
+
+def checked_publish(
+    queue: str,
+    payload: Any,
+    delay_s: float,
+    idempotency_key: str | None,
+    max_attempts: int | None,
+    max_message_bytes: int,
+) -> OutgoingMessage:
+    """Check a publish the same way on every engine, before anything is stored."""
+    check_queue_name(queue)
+    delay = check_delay(delay_s)
+    check_max_attempts(max_attempts)
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+    body = encode_payload(payload, max_message_bytes)
+    message_id = uuid.uuid4().hex
+    return OutgoingMessage(message_id, body, delay, idempotency_key or message_id)

@@ -50,12 +50,9 @@ from millions.queue.base import DeadLetter, Delivery, NackResult, QueueError, Qu
 from millions.queue.config import QueueConfig
 from millions.queue.messages import (
     MessageDecodeError,
-    check_delay,
-    check_idempotency_key,
-    check_max_attempts,
     check_queue_name,
+    checked_publish,
     decode_payload,
-    encode_payload,
     error_text,
 )
 from millions.queue.retry import plan_failure
@@ -193,16 +190,11 @@ class RabbitQueue:
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
     ) -> str:
-        check_queue_name(queue)
-        delay = check_delay(delay_s)
-        check_max_attempts(max_attempts)
-        if idempotency_key is not None:
-            check_idempotency_key(idempotency_key)
-        body = encode_payload(payload, self.config.max_message_bytes)
-        message_id = uuid.uuid4().hex
-        envelope = _Envelope(
-            message_id, 0, max_attempts, idempotency_key or message_id, time.time()
+        message = checked_publish(
+            queue, payload, delay_s, idempotency_key, max_attempts, self.config.max_message_bytes
         )
+        message_id, body, delay = message.message_id, message.body, message.delay_s
+        envelope = _Envelope(message_id, 0, max_attempts, message.idempotency_key, time.time())
         try:
             async with self._errors(f"publish to {queue}"):
                 await self._declare(queue)

@@ -34,7 +34,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +43,9 @@ from millions.queue.base import DeadLetter, Delivery, NackResult, QueueError, Qu
 from millions.queue.config import QueueConfig
 from millions.queue.messages import (
     MessageDecodeError,
-    check_delay,
-    check_idempotency_key,
-    check_max_attempts,
     check_queue_name,
+    checked_publish,
     decode_payload,
-    encode_payload,
     error_text,
 )
 from millions.queue.retry import plan_failure
@@ -340,14 +336,15 @@ class SqliteQueue:
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
     ) -> str:
-        check_queue_name(queue)
-        delay = check_delay(delay_s)
-        check_max_attempts(max_attempts)
-        if idempotency_key is not None:
-            check_idempotency_key(idempotency_key)
-        body = encode_payload(payload, self.config.max_message_bytes)
-        message_id = uuid.uuid4().hex
-        key = idempotency_key or message_id
+        message = checked_publish(
+            queue, payload, delay_s, idempotency_key, max_attempts, self.config.max_message_bytes
+        )
+        message_id, body, delay, key = (
+            message.message_id,
+            message.body,
+            message.delay_s,
+            message.idempotency_key,
+        )
 
         def insert(batch: _Batch) -> None:
             now = time.time()

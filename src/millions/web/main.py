@@ -7,7 +7,6 @@ handles SIGTERM as a graceful stop (uvicorn finishes in-flight requests).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from millions.edge.links import CDN_HEALTH_URL_ENV, CDN_PURGE_URLS_ENV, CDN_URL_ENV
+from millions.import_path import ImportPathError, import_object
 from millions.telemetry import logs
 from millions.topology.config import MillionsConfig
 from millions.topology.run_secrets import run_secret
@@ -31,17 +31,10 @@ class AppImportError(Exception):
 
 def load_app(app_path: str) -> Any:
     """Import `module:attr`; errors say which part is wrong."""
-    module_name, _, attr = app_path.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppImportError(f"app: cannot import module {module_name!r}: {exc}") from None
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise AppImportError(f"app: module {module_name!r} has no {attr!r}") from None
+        target = import_object(app_path, "app")
+    except ImportPathError as exc:
+        raise AppImportError(str(exc)) from None
     if not callable(target):
         raise AppImportError(f"app: {app_path} is not an ASGI application")
     return target

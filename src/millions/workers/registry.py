@@ -12,12 +12,12 @@ CPU-bound or blocking work such as image processing).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from millions.import_path import ImportPathError, import_object
 from millions.queue.base import Delivery
 from millions.queue.messages import check_queue_name
 
@@ -89,19 +89,10 @@ class TaskRegistry:
 
 def load_registry(path: str) -> TaskRegistry:
     """Import `module:attribute` and check it is a `TaskRegistry` with tasks."""
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise TaskImportError(f"tasks: expected module:attribute, got {path!r}")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TaskImportError(f"tasks: cannot import module {module_name!r}: {exc}") from None
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise TaskImportError(f"tasks: module {module_name!r} has no {attribute!r}") from None
+        target = import_object(path, "tasks")
+    except ImportPathError as exc:
+        raise TaskImportError(str(exc)) from None
     if not isinstance(target, TaskRegistry):
         raise TaskImportError(f"tasks: {path} is a {type(target).__name__}, not a TaskRegistry")
     if not target.names:
