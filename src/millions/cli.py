@@ -662,14 +662,7 @@ def dc_drain(
 ) -> None:
     """Stop sending users to a data center (maintenance): the geo DNS answers with the next
     DC of each region while another one is healthy. Drains survive a DNS restart."""
-    from millions.dns.admin import DnsAdminError, drain_dc
-
-    url, token = _dns_admin(config, run_dir)
-    try:
-        drained = drain_dc(url, token, name)
-    except DnsAdminError as exc:
-        raise fail(str(exc), code=2) from None
-    console.print(f"drained {name}; drained data centers: {', '.join(drained) or 'none'}")
+    _set_drained(name, True, config, run_dir)
 
 
 @dc_app.command("undrain")
@@ -679,14 +672,19 @@ def dc_undrain(
     run_dir: RunDirOption = None,
 ) -> None:
     """Send users to a drained data center again (once its health checks pass)."""
-    from millions.dns.admin import DnsAdminError, undrain_dc
+    _set_drained(name, False, config, run_dir)
+
+
+def _set_drained(name: str, drained: bool, config: Path | None, run_dir: Path | None) -> None:
+    from millions.dns.admin import DnsAdminError, drain_dc, undrain_dc
 
     url, token = _dns_admin(config, run_dir)
     try:
-        drained = undrain_dc(url, token, name)
+        now_drained = (drain_dc if drained else undrain_dc)(url, token, name)
     except DnsAdminError as exc:
         raise fail(str(exc), code=2) from None
-    console.print(f"undrained {name}; drained data centers: {', '.join(drained) or 'none'}")
+    verb = "drained" if drained else "undrained"
+    console.print(f"{verb} {name}; drained data centers: {', '.join(now_drained) or 'none'}")
 
 
 def _is_loopback(host: str) -> bool:

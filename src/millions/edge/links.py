@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -157,25 +158,38 @@ class CdnLinks:
 
     async def _purge(self, url: str, key: str) -> PurgeOutcome:
         assert self._http is not None
-        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
-        try:
-            async with self._http.post(
-                url,
-                json={"key": key},
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=PURGE_TIMEOUT_S),
-            ) as response:
-                body = await response.text()
-                if response.status != 200:
-                    return PurgeOutcome(url, False, error=f"HTTP {response.status}: {body.strip()}")
-                return PurgeOutcome(url, True, purged=_purged_count(body))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return PurgeOutcome(url, False, error=f"unreachable: {exc or type(exc).__name__}")
+        return await send_purge(self._http, url, self.admin_token, {"key": key})
 
 
-def _purged_count(body: str) -> int:
+async def send_purge(
+    http: aiohttp.ClientSession,
+    purge_url: str,
+    token: str | None,
+    request: dict[str, Any],
+    timeout_s: float = PURGE_TIMEOUT_S,
+) -> PurgeOutcome:
+    """POST one purge request (the edge admin API's JSON body) to one edge; never raises."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        value = json.loads(body).get("purged", 0)
-    except (ValueError, AttributeError):
-        return 0
-    return value if isinstance(value, int) else 0
+        async with http.post(
+            purge_url,
+            json=request,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as response:
+            body = await response.text()
+            if response.status != 200:
+                return PurgeOutcome(
+                    purge_url, False, error=f"HTTP {response.status}: {body.strip()}"
+                )
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return PurgeOutcome(purge_url, False, error=f"unreachable: {exc or type(exc).__name__}")
+    try:
+        purged = json.loads(body)["purged"]
+    except (ValueError, KeyError, TypeError):
+        purged = None
+    if not isinstance(purged, int):
+        return PurgeOutcome(
+            purge_url, False, error="the edge's answer was not the purge API's JSON"
+        )
+    return PurgeOutcome(purge_url, True, purged=purged)

@@ -316,10 +316,14 @@ class EdgeHandler:
     def handle(self, exchange: Exchange) -> None:
         method = exchange.method
         raw_target = (exchange.host, exchange.target)
-        plain_get = method == _GET and not exchange.has_body and _plain(exchange.head_lines)
-        if plain_get:
+        get = method == _GET and not exchange.has_body
+        if get:
             fast = self._fast_hits.get(raw_target)
-            if fast is not None and self._answer_fast(exchange, raw_target, fast):
+            if (
+                fast is not None
+                and _plain(exchange.head_lines)
+                and self._answer_fast(exchange, raw_target, fast)
+            ):
                 return
         headers = _request_headers(exchange)
         try:
@@ -343,7 +347,8 @@ class EdgeHandler:
             self._spawn(self._serve_from_disk(exchange, rkey, request, headers, entry))
             return
         self._serve(exchange, rkey, request, headers, entry, body)
-        if plain_get and entry.status == 200 and not entry.secondary_key:
+        # which requests the fast path may answer is checked when it answers (`_plain`)
+        if get and entry.status == 200 and not entry.secondary_key:
             self._remember_fast_hit(raw_target, rkey.key, entry, body)
 
     def _remember_fast_hit(

@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 
 from millions.edge.admin import ADMIN_TOKEN_ENV
+from millions.edge.links import send_purge
 from millions.queue import QueueError, QueueStats, open_queue
 from millions.topology.backoff import RestartBackoff
 from millions.topology.components import (
@@ -592,24 +593,19 @@ class Supervisor:
     async def _purge_edge(self, managed: ManagedProcess, request: dict[str, Any]) -> dict[str, Any]:
         assert self._http is not None
         spec = managed.spec
-        result: dict[str, Any] = {"edge": spec.name, "dc": spec.dc, "ok": False, "purged": 0}
-        url = f"http://{spec.host}:{spec.health_port}/purge"
-        headers = {"Authorization": f"Bearer {self.admin_token}"}
         target = request.get("url")
         if isinstance(target, str) and target.startswith("/"):
             request = {**request, "url": f"http://{spec.address}{target}"}
-        try:
-            async with self._http.post(url, json=request, headers=headers) as response:
-                text = await response.text()
-                if response.status != 200:
-                    result["error"] = f"HTTP {response.status}: {text.strip()}"
-                    return result
-                result["purged"] = int(json.loads(text)["purged"])
-                result["ok"] = True
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            result["error"] = f"unreachable ({managed.state}): {exc or type(exc).__name__}"
-        except (ValueError, KeyError, TypeError):
-            result["error"] = "the edge's answer was not the purge API's JSON"
+        url = f"http://{spec.host}:{spec.health_port}/purge"
+        outcome = await send_purge(self._http, url, self.admin_token, request)
+        result: dict[str, Any] = {
+            "edge": spec.name,
+            "dc": spec.dc,
+            "ok": outcome.ok,
+            "purged": outcome.purged,
+        }
+        if not outcome.ok:
+            result["error"] = f"{outcome.error} (edge {managed.state})"
         return result
 
     # -- state -----------------------------------------------------------------------
