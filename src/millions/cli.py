@@ -575,16 +575,19 @@ def worker(
     each handler succeeds, retry with backoff, dead-letter after queue.max_attempts.
     SIGTERM finishes (or releases) the tasks in flight and exits."""
     from millions.queue.urls import QueueURLError
+    from millions.topology.app_env import export_data_locations
     from millions.workers.main import run
     from millions.workers.registry import TaskImportError
 
     settings = load_config(config)
+    directory = resolve_run_dir(settings, run_dir)
     metrics_address = parse_address(metrics, "--metrics") if metrics else None
+    export_data_locations(settings.shards, directory)
     try:
         run(
             tasks,
             settings.queue,
-            run_dir=resolve_run_dir(settings, run_dir),
+            run_dir=directory,
             metrics_listen=metrics_address,
             name=name,
             log_file=log_file,

@@ -424,12 +424,12 @@ async def test_every_response_names_the_server_and_api_answers_are_not_cached(
 async def test_unexpected_errors_give_no_traceback(
     make_app: Callable[..., ASGIApp], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from millions.app.store import SqliteAppStore
+    from millions.app.store import ShardedAppStore
 
     async def broken(self: object, user_id: int) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(SqliteAppStore, "user_by_id", broken)
+    monkeypatch.setattr(ShardedAppStore, "user_by_id", broken)
     async with serve([make_app()], raise_app_exceptions=False) as client:
         await sign_up(client, "alice")
         api = await client.get("/api/me")

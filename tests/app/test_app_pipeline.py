@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import io
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from app_harness import image_bytes, serve, sign_up, upload
+from app_harness import PASSWORD, image_bytes, serve, sign_up, upload
 from PIL import Image
 from starlette.types import ASGIApp
 
+from millions.app.feed import FEED_QUEUE
 from millions.app.images import inspect_image
 from millions.app.photo_files import PhotoFiles
 from millions.app.pipeline import (
@@ -25,10 +25,11 @@ from millions.app.pipeline import (
     tasks,
 )
 from millions.app.settings import SettingsError
-from millions.app.store import NewPhoto, SqliteAppStore
+from millions.app.store import NewPhoto, ShardedAppStore
 from millions.app.variants import VARIANTS, render_variants
 from millions.queue import MessageQueue, QueueConfig, QueueError, open_queue
 from millions.queue.base import Delivery
+from millions.shards import ShardsConfig
 from millions.workers.registry import PermanentFailure
 
 
@@ -137,7 +138,7 @@ async def test_a_redelivered_job_changes_nothing_and_does_not_fail(
 
 async def test_variants_already_on_disk_are_not_rendered_again(tmp_path: Path) -> None:
     """A worker that died after writing the files but before marking the photo."""
-    store = await SqliteAppStore.open(tmp_path / "app.sqlite3")
+    store = await ShardedAppStore.open(ShardsConfig(directory=str(tmp_path / "shards")), tmp_path)
     files = PhotoFiles(tmp_path / "photos")
     try:
         user = await store.create_user("crashy", "hash")
@@ -212,6 +213,54 @@ async def test_malformed_jobs_fail_permanently(queue: MessageQueue) -> None:
         await queue.ack(delivery)
 
 
+async def test_feed_fan_out_is_a_queued_job_the_worker_runs(
+    queued_client: httpx.AsyncClient, queue: MessageQueue
+) -> None:
+    """Upload and delete publish `feed.fanout`; until a worker runs it the follower's
+    feed does not change, after it does; a redelivered job changes nothing."""
+    client = queued_client
+    maker = await sign_up(client, "maker")
+    await client.post("/api/logout")
+    await sign_up(client, "watcher")
+    assert (await client.post("/api/users/maker/follow")).status_code == 201
+    await client.post("/api/logout")
+    login = {"username": "maker", "password": PASSWORD}
+    assert (await client.post("/api/login", json=login)).status_code == 200
+    photo = (await upload(client, image_bytes("PNG"))).json()
+
+    (job,) = await queue.receive(FEED_QUEUE, wait_s=5)
+    assert job.payload == {"action": "add", "photo_id": photo["id"], "owner_id": maker["id"]}
+    assert job.idempotency_key == f"add-{photo['id']}"
+    assert (await client.get("/api/feed")).json() == {"photos": []}  # not fanned out yet
+    await tasks.get(FEED_QUEUE)(job)
+    await tasks.get(FEED_QUEUE)(job)  # at least once: a redelivery is harmless
+    assert await queue.ack(job)
+    assert [p["id"] for p in (await client.get("/api/feed")).json()["photos"]] == [photo["id"]]
+
+    assert (await client.delete(f"/api/photos/{photo['id']}")).status_code == 204
+    (removal,) = await queue.receive(FEED_QUEUE, wait_s=5)
+    assert removal.payload["action"] == "remove"
+    await tasks.get(FEED_QUEUE)(removal)
+    assert await queue.ack(removal)
+    assert (await client.get("/api/feed")).json() == {"photos": []}
+
+
+async def test_malformed_fan_out_jobs_fail_permanently(queue: MessageQueue) -> None:
+    for payload in (
+        {},
+        {"action": "add", "photo_id": 1},
+        {"action": "shout", "photo_id": 1, "owner_id": 1},
+        {"action": "add", "photo_id": True, "owner_id": 1},
+        {"action": "remove", "photo_id": 1, "owner_id": 0},
+        "add",
+    ):
+        await queue.publish(FEED_QUEUE, payload)
+        (delivery,) = await queue.receive(FEED_QUEUE, wait_s=5)
+        with pytest.raises(PermanentFailure):
+            await tasks.get(FEED_QUEUE)(delivery)
+        await queue.ack(delivery)
+
+
 def test_a_bad_queue_url_is_a_settings_error() -> None:
     assert queue_from_env({}) is None
     with pytest.raises(SettingsError, match=QUEUE_URL_ENV):
@@ -231,32 +280,3 @@ def test_render_variants_handles_palette_and_transparent_images() -> None:
             "sharpen": (768, 1024),
             "blur": (768, 1024),
         }, (fmt, mode)
-
-
-async def test_an_old_database_gains_the_processed_column(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as old:
-        old.executescript(
-            """
-            CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL
-                UNIQUE, password_hash TEXT NOT NULL, created_at REAL NOT NULL);
-            CREATE TABLE photos (id INTEGER PRIMARY KEY AUTOINCREMENT, owner_id INTEGER NOT NULL,
-                owner_username TEXT NOT NULL, title TEXT NOT NULL, content_type TEXT NOT NULL,
-                width INTEGER NOT NULL, height INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
-                sha256 TEXT NOT NULL, created_at REAL NOT NULL);
-            INSERT INTO users VALUES (1, 'old', 'h', 0);
-            INSERT INTO photos VALUES (7, 1, 'old', 't', 'image/png', 1, 1, 1, 'ab', 0);
-            """
-        )
-    old.close()
-    first, second = await SqliteAppStore.open(path), await SqliteAppStore.open(path)
-    try:
-        photo = await first.photo(7)
-        assert photo is not None and photo.processed is False
-        assert await second.mark_processed(7) is True
-        assert await first.mark_processed(7) is False
-        reread = await first.photo(7)
-        assert reread is not None and reread.processed is True
-    finally:
-        await first.close()
-        await second.close()

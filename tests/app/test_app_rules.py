@@ -91,7 +91,7 @@ def test_settings_come_from_arguments_then_environment_then_defaults(tmp_path: P
     from_env = settings_from_env(env)
     assert (from_env.data_dir, from_env.max_upload_bytes) == (tmp_path, 2048)
     assert from_env.component == "web-eu-west-2"
-    assert from_env.database_path == tmp_path / "app.sqlite3"
+    assert from_env.shards.directory == str((tmp_path / "shards").resolve())
     explicit = settings_from_env(env, data_dir=tmp_path / "x", max_upload_bytes=9)
     assert (explicit.data_dir, explicit.max_upload_bytes) == (tmp_path / "x", 9)
     defaults = settings_from_env({})

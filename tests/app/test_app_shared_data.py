@@ -39,7 +39,11 @@ async def test_servers_share_users_photos_and_sessions(
         assert logged_out.status_code == 204
         login = await client.post("/api/login", json={"username": "alice", "password": PASSWORD})
         assert login.status_code == 200  # server 2 knows the user server 1 created
-    assert (tmp_path / "data" / "app.sqlite3").exists()
+    assert sorted(p.name for p in (tmp_path / "data" / "shards").glob("*.sqlite3")) == [
+        "metadata.sqlite3",
+        "s1.sqlite3",
+        "s2.sqlite3",
+    ]
     stored = sorted(path.name.split(".", 1)[1] for path in (tmp_path / "data").rglob("*.png"))
     assert stored == ["blur.png", "crop.png", "png", "sharpen.png", "thumb.png"]  # + variants
 

@@ -98,8 +98,26 @@ def test_hot_lists_keys_and_split_decisions(tmp_path: Path) -> None:
     report = json.loads(out)
     assert report["keys"][0][0] == "7"
     assert report["decisions"] and report["decisions"][0]["too_hot_key"] == "7"
+    assert "7" in report["cached_keys"]  # (and the seeded keys: each write is fast here)
     code, out, _ = shards("hot", "-c", str(config), "--top", "3")
     assert code == 0 and "hottest keys" in out and "alone takes" in out
+    assert "key '7': served from the read cache by every router" in out
+    assert "from the read cache" in out.split("ranges")[0]  # the keys table marks it
+
+
+def test_autosplit_runs_once_with_one_line_per_decision(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    shards("migrate", "-c", str(config))
+    code, _, err = shards("autosplit", "--once", "-c", str(config))
+    assert code == 2 and err.count("\n") == 1 and "shards.hot.auto_split is off" in err
+    code, out, _ = shards("autosplit", "--once", "--force", "-c", str(config))
+    assert code == 0 and out.count("\n") == 1 and "idle: no load reported" in out
+    seed_and_load(config)
+    code, out, _ = shards("autosplit", "--once", "--force", "-c", str(config))
+    assert code == 0 and out.count("\n") == 1, out
+    assert "key '7' alone takes" in out and "served from the read cache" in out
+    code, _, err = shards("autosplit", "--interval", "0", "-c", str(config))
+    assert code == 2 and "--interval" in err
 
 
 @pytest.mark.parametrize(
@@ -148,7 +166,7 @@ def test_a_topology_file_with_a_shards_table_works(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["status", "migrate", "split", "move", "reverse", "cleanup", "hot"]
+    "command", ["status", "migrate", "split", "move", "reverse", "cleanup", "hot", "autosplit"]
 )
 def test_every_command_has_help(command: str) -> None:
     code, out, _ = shards(command, "--help")

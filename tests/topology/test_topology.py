@@ -163,7 +163,7 @@ def test_logged_in_users_survive_sigkill_of_a_web_server(topology: Topology) -> 
     loads = run_load(4, kill_one)
     assert_no_failures(loads)
     served = sum((u.served_by for u in loads), Counter())
-    assert served["web-test-dc-1"] > 0 and served["web-test-dc-2"] > 0
+    assert served["web-test-dc-1"] > 0 and served["web-test-dc-2"] > 0, served
 
 
 def test_scale_up_and_down_under_load_fails_no_request(topology: Topology) -> None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from millions.app import accounts, csrf
+from millions.app import accounts, csrf, social
 from millions.app.bodies import BadBody, BodyTooLarge, json_object
 from millions.app.media import PhotoRemovalError, photo_json, remove_photo
 from millions.app.state import AppState, app_state, current_user, session_of
@@ -23,6 +23,7 @@ from millions.app.validation import parse_id
 
 JSON_BODY_LIMIT = 16 * 1024
 PHOTO_LIST_LIMIT = 100
+FEED_LIST_LIMIT = 200
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -130,6 +131,54 @@ async def delete_photo(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def user_profile(request: Request) -> Response:
+    state = app_state(request)
+    try:
+        found = await social.profile(
+            state, await current_user(request), request.path_params["username"]
+        )
+    except social.SocialError as exc:
+        return error(exc.status, exc.message)
+    return JSONResponse(
+        {
+            "id": found.user.id,
+            "username": found.user.username,
+            "followers": found.followers,
+            "followed_by_you": found.followed_by_viewer,
+            "photos": [photo_json(photo) for photo in found.photos],
+        }
+    )
+
+
+@same_origin
+async def follow(request: Request) -> Response:
+    """POST follows (201 when new, 200 when it existed), DELETE unfollows (204)."""
+    user = await current_user(request)
+    if user is None:
+        return error(401, "not logged in")
+    username = request.path_params["username"]
+    try:
+        if request.method == "DELETE":
+            await social.unfollow(app_state(request), user, username)
+            return Response(status_code=204)
+        created = await social.follow(app_state(request), user, username)
+    except social.SocialError as exc:
+        return error(exc.status, exc.message)
+    return JSONResponse({"following": username}, status_code=201 if created else 200)
+
+
+async def feed(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return error(401, "not logged in")
+    raw = request.query_params.get("limit", str(social.FEED_LIMIT))
+    valid = raw.isascii() and raw.isdigit() and len(raw) <= 4
+    if not valid or not 1 <= int(raw) <= FEED_LIST_LIMIT:
+        return error(400, f"limit must be a whole number from 1 to {FEED_LIST_LIMIT}")
+    entries = await social.feed(app_state(request), user, int(raw))
+    return JSONResponse({"photos": [social.feed_entry_json(entry) for entry in entries]})
+
+
 routes = [
     Route("/api/signup", signup, methods=["POST"]),
     Route("/api/login", login, methods=["POST"]),
@@ -139,4 +188,7 @@ routes = [
     Route("/api/photos", upload_photo, methods=["POST"]),
     Route("/api/photos/{photo_id}", get_photo, methods=["GET"]),
     Route("/api/photos/{photo_id}", delete_photo, methods=["DELETE"]),
+    Route("/api/users/{username}", user_profile, methods=["GET"]),
+    Route("/api/users/{username}/follow", follow, methods=["POST", "DELETE"]),
+    Route("/api/feed", feed, methods=["GET"]),
 ]

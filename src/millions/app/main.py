@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from starlette.routing import Route
 from millions.app import api, pages
 from millions.app.assets import static_asset
 from millions.app.errors import http_error, server_error
+from millions.app.freshness import ReadYourWritesMiddleware
 from millions.app.headers import ServerHeadersMiddleware
 from millions.app.media import photo_image, photo_variant
 from millions.app.passwords import Passwords
@@ -30,7 +31,7 @@ from millions.app.pipeline import queue_from_env
 from millions.app.rendering import Renderer
 from millions.app.settings import AppSettings, current_settings
 from millions.app.state import STATE_KEY, AppState
-from millions.app.store import SqliteAppStore
+from millions.app.store import ShardedAppStore
 from millions.edge.links import CdnLinks
 
 log = logging.getLogger("millions.app")
@@ -62,7 +63,10 @@ def create_app(
             Route("/photos/{photo_id}/{variant}", photo_variant, methods=["GET"]),
             Route("/static/{name}", static_asset, methods=["GET", "HEAD"]),
         ],
-        middleware=[Middleware(ServerHeadersMiddleware, component=settings.component)],
+        middleware=[
+            Middleware(ServerHeadersMiddleware, component=settings.component),
+            Middleware(ReadYourWritesMiddleware, ttl_s=settings.shards.cache.ttl_s),
+        ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
@@ -73,23 +77,29 @@ def create_app(
 
 @asynccontextmanager
 async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> AsyncIterator[AppState]:
-    """The database, the photo folder, the hashing threads, the CDN links and the photo
+    """The sharded store, the photo folder, the hashing threads, the CDN links and the
     pipeline's queue (None without MILLIONS_QUEUE_URL) of one web server process."""
     settings.photos_dir.mkdir(parents=True, exist_ok=True)
-    queue = queue_from_env()
-    store = await SqliteAppStore.open(settings.database_path)
-    passwords = Passwords(hasher)
-    cdn = CdnLinks.from_env()
-    await cdn.start()
-    log.info(
-        "app ready",
-        extra={
-            "data_dir": str(settings.data_dir),
-            "cdn": cdn.base_url,
-            "photo_processing": "queued" if queue is not None else "inline",
-        },
-    )
-    try:
+    async with AsyncExitStack() as resources:
+        queue = queue_from_env()
+        if queue is not None:
+            resources.push_async_callback(queue.close)
+        store = await ShardedAppStore.open(settings.shards, settings.data_dir)
+        resources.push_async_callback(store.close)
+        passwords = Passwords(hasher)
+        resources.callback(passwords.close)
+        cdn = CdnLinks.from_env()
+        await cdn.start()
+        resources.push_async_callback(cdn.close)
+        log.info(
+            "app ready",
+            extra={
+                "data_dir": str(settings.data_dir),
+                "shards": f"{settings.shards.engine}, {len(settings.shards.shards)} configured",
+                "cdn": cdn.base_url,
+                "background_work": "queued" if queue is not None else "inline",
+            },
+        )
         yield AppState(
             settings=settings,
             store=store,
@@ -98,9 +108,3 @@ async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> Async
             cdn=cdn,
             queue=queue,
         )
-    finally:
-        if queue is not None:
-            await queue.close()
-        await cdn.close()
-        await store.close()
-        passwords.close()

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from millions.app.errors import not_found
+from millions.app.pipeline import submit_fan_out
 from millions.app.state import AppState, app_state
 from millions.app.store import Photo, User
 from millions.app.urls import image_url, page_url, variant_url
@@ -95,8 +96,9 @@ class PhotoRemovalError(Exception):
 
 
 async def remove_photo(state: AppState, user: User, photo_id: int | None) -> None:
-    """Delete a photo of `user` and purge it from every CDN edge; PhotoRemovalError when
-    there is no such photo (404) or it is someone else's (403)."""
+    """Delete a photo of `user`, take it out of the feeds and purge it from every CDN
+    edge; PhotoRemovalError when there is no such photo (404) or it is someone else's
+    (403)."""
     photo = None if photo_id is None else await state.store.photo(photo_id)
     if photo is None:
         raise PhotoRemovalError(404, "no such photo")
@@ -104,6 +106,7 @@ async def remove_photo(state: AppState, user: User, photo_id: int | None) -> Non
         raise PhotoRemovalError(403, "only its owner can delete a photo")
     if not await state.store.delete_photo(photo.id, user.id):
         raise PhotoRemovalError(404, "no such photo")
+    await submit_fan_out(state, "remove", photo)
     await state.cdn.purge_keys([surrogate_key(photo.id)])
     log.info("photo deleted", extra={"photo_id": photo.id, "owner_id": user.id})
 

@@ -1,4 +1,4 @@
-"""The HTML site: home, signup, login, logout, upload and photo pages.
+"""The HTML site: home, signup, login, logout, upload, photo, profile and feed pages.
 
 Forms follow POST-redirect-GET (303 on success); a failed form is shown again with a
 message and a status that says what went wrong. Every form carries the session's CSRF
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from millions.app import accounts, csrf
+from millions.app import accounts, csrf, social
 from millions.app.bodies import BodyTooLarge, limited
 from millions.app.errors import error_response, not_found
 from millions.app.media import PhotoRemovalError, remove_photo
@@ -24,11 +24,12 @@ from millions.app.rendering import renderer_of
 from millions.app.state import AppState, app_state, current_user, session_of
 from millions.app.store import User
 from millions.app.uploads import UploadError, receive_upload
-from millions.app.urls import page_url
+from millions.app.urls import page_url, profile_url
 from millions.app.validation import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN, parse_id
 
 FORM_BODY_LIMIT = 16 * 1024
 HOME_PHOTO_LIMIT = 60
+FOLLOWING_SHOWN = 50
 EXPIRED_FORM = "the form expired; reload the page and try again"
 
 
@@ -189,6 +190,41 @@ async def photo_delete(request: Request) -> Response:
     return see_other("/")
 
 
+async def profile_page(request: Request) -> Response:
+    user = await current_user(request)
+    try:
+        found = await social.profile(app_state(request), user, request.path_params["username"])
+    except social.SocialError as exc:
+        return error_response(request, exc.status, exc.message)
+    return page(request, "profile.html", user, {"profile": found})
+
+
+async def follow_submit(request: Request) -> Response:
+    """POST /u/{username}/follow and /u/{username}/unfollow: back to the profile."""
+    user = await current_user(request)
+    if user is None:
+        return see_other("/login")
+    username = request.path_params["username"]
+    try:
+        await read_form(request)
+        if request.url.path.endswith("/unfollow"):
+            await social.unfollow(app_state(request), user, username)
+        else:
+            await social.follow(app_state(request), user, username)
+    except (FormRejected, social.SocialError) as exc:
+        return error_response(request, exc.status, exc.message)
+    return see_other(profile_url(username))
+
+
+async def feed_page(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return see_other("/login")
+    entries = await social.feed(app_state(request), user)
+    following = await app_state(request).store.following(user.id, FOLLOWING_SHOWN)
+    return page(request, "feed.html", user, {"entries": entries, "following": following})
+
+
 routes = [
     Route("/", home, methods=["GET"]),
     Route("/signup", signup_form, methods=["GET"]),
@@ -200,4 +236,8 @@ routes = [
     Route("/upload", upload_submit, methods=["POST"]),
     Route("/p/{photo_id}", photo_page, methods=["GET"]),
     Route("/p/{photo_id}/delete", photo_delete, methods=["POST"]),
+    Route("/u/{username}", profile_page, methods=["GET"]),
+    Route("/u/{username}/follow", follow_submit, methods=["POST"]),
+    Route("/u/{username}/unfollow", follow_submit, methods=["POST"]),
+    Route("/feed", feed_page, methods=["GET"]),
 ]

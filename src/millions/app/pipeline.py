@@ -1,14 +1,15 @@
 """The photo pipeline: an upload is answered at once, the variants are made by a worker.
 
 After a photo is stored, the web server publishes `photo.process` with the photo id
-(idempotency key: the photo id) to the queue named by `MILLIONS_QUEUE_URL`, which
-`millions web` exports. Workers run `tasks` (`millions worker --tasks
-millions.app.pipeline:tasks`); they find the app's data through `MILLIONS_DATA_DIR`, as
-the web servers do (the supervisor sets it for both).
+(idempotency key: the photo id) and `feed.fanout` (see `millions.app.feed`) to the queue
+named by `MILLIONS_QUEUE_URL`, which `millions web` exports. Workers run `tasks`
+(`millions worker --tasks millions.app.pipeline:tasks`); they find the photo files
+through `MILLIONS_DATA_DIR` and the shards through `MILLIONS_SHARDS_CONFIG`, as the web
+servers do.
 
 Without `MILLIONS_QUEUE_URL` (the app on its own, or in tests) there is no queue to
-publish to, so the web server processes the photo inline before answering; it does the
-same when publishing fails, so a photo never waits for a job that was never queued.
+publish to, so the web server does the work inline before answering; it does the same
+when publishing fails, so nothing waits for a job that was never queued.
 
 Idempotent: a job whose photo is already processed (or deleted) does nothing; variant
 files are written atomically and only when missing; the processed flag is set after
@@ -22,13 +23,15 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeGuard
 
+from millions.app.feed import FEED_QUEUE, FanOutAction, fan_out
 from millions.app.photo_files import PhotoFiles
 from millions.app.settings import SettingsError, current_settings
 from millions.app.state import AppState
-from millions.app.store import AppStore, Photo, SqliteAppStore
+from millions.app.store import AppStore, Photo, ShardedAppStore
 from millions.app.variants import VARIANTS, render_variants
 from millions.queue import MessageQueue, QueueConfig, QueueError, open_queue
 from millions.queue.base import Delivery
@@ -55,23 +58,52 @@ def queue_from_env(env: Mapping[str, str] | None = None) -> MessageQueue | None:
     return open_queue(QueueConfig(url=url))
 
 
-async def submit_photo(state: AppState, photo: Photo) -> Photo:
-    """Queue the photo's processing, or do it now when there is no working queue; the
-    photo as it stands afterwards."""
+async def queue_or_run(
+    state: AppState,
+    queue: str,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    run_now: Callable[[], Awaitable[object]],
+) -> bool:
+    """Publish a job, or run its work now when there is no working queue (a job is never
+    left unqueued); whether the job was queued."""
     if state.queue is not None:
         try:
-            await state.queue.publish(
-                PHOTO_QUEUE, {"photo_id": photo.id}, idempotency_key=str(photo.id)
-            )
-            return photo
+            await state.queue.publish(queue, payload, idempotency_key=idempotency_key)
+            return True
         except QueueError as exc:
             log.warning(
-                "queue unavailable; processing the photo inline",
-                extra={"photo_id": photo.id, "error": str(exc)},
+                "queue unavailable; doing the work inline",
+                extra={"queue": queue, "key": idempotency_key, "error": str(exc)},
             )
-    if await process_photo(state.store, state.files, photo.id):
-        return dataclasses.replace(photo, processed=True)
-    return photo
+    await run_now()
+    return False
+
+
+async def submit_photo(state: AppState, photo: Photo) -> Photo:
+    """Queue the photo's processing and its feed fan-out (or do them now); the photo as it
+    stands afterwards."""
+    await submit_fan_out(state, "add", photo)
+    marked = False
+
+    async def process_now() -> None:
+        nonlocal marked
+        marked = await process_photo(state.store, state.files, photo.id)
+
+    await queue_or_run(state, PHOTO_QUEUE, {"photo_id": photo.id}, str(photo.id), process_now)
+    return dataclasses.replace(photo, processed=True) if marked else photo
+
+
+async def submit_fan_out(state: AppState, action: FanOutAction, photo: Photo) -> None:
+    """Queue (or run) adding the photo to, or removing it from, its followers' feeds."""
+    payload = {"action": action, "photo_id": photo.id, "owner_id": photo.owner_id}
+    await queue_or_run(
+        state,
+        FEED_QUEUE,
+        payload,
+        f"{action}-{photo.id}",
+        lambda: fan_out(state.store, action, photo.id, photo.owner_id),
+    )
 
 
 async def process_photo(store: AppStore, files: PhotoFiles, photo_id: int) -> bool:
@@ -101,22 +133,68 @@ def write_variants(files: PhotoFiles, photo: Photo) -> None:
 def photo_id_of(payload: Any) -> int:
     """The photo id of a job; a malformed job can never succeed, so it fails permanently."""
     photo_id = payload.get("photo_id") if isinstance(payload, dict) else None
-    if not isinstance(photo_id, int) or isinstance(photo_id, bool) or photo_id < 1:
+    if not _is_id(photo_id):
         raise PermanentFailure(f"expected {{'photo_id': <positive int>}}, got {payload!r}")
     return photo_id
 
 
 @tasks.task(PHOTO_QUEUE)
 async def process_photo_job(delivery: Delivery) -> None:
-    """The worker's handler: the store is opened per job (the image work dominates)."""
+    """The worker's photo handler."""
     photo_id = photo_id_of(delivery.payload)
-    settings = current_settings()
-    store = await SqliteAppStore.open(settings.database_path)
-    try:
-        marked = await process_photo(store, PhotoFiles(settings.photos_dir), photo_id)
-    finally:
-        await store.close()
+    store = await worker_store()
+    marked = await process_photo(store, PhotoFiles(current_settings().photos_dir), photo_id)
     log.info(
         "photo processed" if marked else "photo needed no processing",
         extra={"photo_id": photo_id, "attempt": delivery.attempt},
     )
+
+
+@tasks.task(FEED_QUEUE)
+async def fan_out_job(delivery: Delivery) -> None:
+    """The worker's feed fan-out handler."""
+    action, photo_id, owner_id = fan_out_of(delivery.payload)
+    written = await fan_out(await worker_store(), action, photo_id, owner_id)
+    log.info(
+        "feeds updated",
+        extra={"action": action, "photo_id": photo_id, "feeds": written},
+    )
+
+
+def fan_out_of(payload: Any) -> tuple[FanOutAction, int, int]:
+    """(action, photo id, owner id) of a fan-out job; a malformed one fails permanently."""
+    if isinstance(payload, dict):
+        action, photo_id, owner_id = (payload.get(k) for k in ("action", "photo_id", "owner_id"))
+        if action in ("add", "remove") and _is_id(photo_id) and _is_id(owner_id):
+            return action, photo_id, owner_id
+    raise PermanentFailure(
+        "expected {'action': 'add'|'remove', 'photo_id': <id>, 'owner_id': <id>}, "
+        f"got {payload!r}"
+    )
+
+
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+_worker_stores: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, asyncio.Task[ShardedAppStore]
+] = weakref.WeakKeyDictionary()
+
+
+async def worker_store() -> ShardedAppStore:
+    """The worker process's store, opened by its first job and kept for the life of the
+    event loop (opening one migrates and reads the shard map; jobs are many). A failed
+    open is retried by the next job."""
+    loop = asyncio.get_running_loop()
+    opening = _worker_stores.get(loop)
+    if opening is None:
+        settings = current_settings()
+        opening = loop.create_task(ShardedAppStore.open(settings.shards, settings.data_dir))
+        _worker_stores[loop] = opening
+    try:
+        return await asyncio.shield(opening)
+    except Exception:
+        if _worker_stores.get(loop) is opening:
+            del _worker_stores[loop]
+        raise

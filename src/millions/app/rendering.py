@@ -19,7 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from millions.app import csrf
 from millions.app.state import app_state, session_of
-from millions.app.urls import image_url, page_url, variant_url
+from millions.app.urls import image_url, page_url, profile_url, variant_url
 from millions.app.variants import VARIANTS
 
 PACKAGE_DIR = Path(__file__).parent
@@ -94,6 +94,7 @@ class Renderer:
             "variant_url": cdn_variant_url,
             "variants": VARIANTS,
             "page_url": page_url,
+            "profile_url": profile_url,
         }
 
     def page(

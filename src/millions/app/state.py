@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from millions.app.freshness import USER_ID_KEY as USER_ID_KEY
 from millions.app.passwords import Passwords
 from millions.app.photo_files import PhotoFiles
 from millions.app.settings import AppSettings
@@ -20,7 +21,6 @@ from millions.queue.base import MessageQueue
 from millions.sessions.base import Session
 
 STATE_KEY = "millions_app"
-USER_ID_KEY = "user_id"
 
 
 @dataclass(frozen=True)

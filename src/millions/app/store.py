@@ -1,60 +1,32 @@
-"""The app's records (users, photos) behind a small repository interface.
+"""The app's records (users, photos, follows, feeds) behind a small repository interface.
 
-`AppStore` is what the handlers use; `SqliteAppStore` is the embedded engine: one SQLite
-file in WAL mode that every web server process of a data center opens at once (readers
-never block the single writer; `busy_timeout` makes a writer wait its turn instead of
-failing). A sharded engine can implement the same protocol: photos carry their owner's
-username (denormalized) so a photo page never needs a join across shards.
+`AppStore` is what the handlers use; `ShardedAppStore` keeps everything in the sharded
+database (`millions.shards`), sharded by user id as `millions.app.schema` lays out, so
+every page reads one shard. Writes that span shards (a user row and its name, a photo and
+its owner lookup, the two sides of a follow) are ordered so that a crash between them
+leaves only an unreachable row behind, never a reference to a missing one: the row that
+makes the record findable is written last and deleted first.
 
-Schema changes are additive and applied on open (`MIGRATIONS`): a database created by an
-older release gains the new columns with their defaults and keeps working.
+Lookups that never change once written (a name's user id, a photo's owner) and the
+user row (read by every request; its one changing column, the password hash, verifies
+the same password before and after a rehash) always go through the shards' read cache.
+Everything else is read the router's default way — from the cache only for keys hot
+enough to need it (the celebrity problem) — except in a request of a user who wrote
+within the cache's TTL (`millions.app.freshness`), which reads from the shards so that
+the user sees their own writes.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
-
-from millions.sqlite_wal import enable_wal_async
-
-BUSY_TIMEOUT_MS = 10_000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS photos (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    owner_id INTEGER NOT NULL REFERENCES users(id),
-    owner_username TEXT NOT NULL,
-    title TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    processed INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS photos_by_owner ON photos (owner_id, id DESC);
-"""
-
-#: Columns added after the first release: (table, column, definition for ADD COLUMN).
-MIGRATIONS = (("photos", "processed", "INTEGER NOT NULL DEFAULT 0"),)
-
-_USER_COLUMNS = "id, username, password_hash, created_at"
-_PHOTO_COLUMNS = (
-    "id, owner_id, owner_username, title, content_type, width, height, size_bytes, sha256,"
-    " created_at, processed"
-)
+from millions.app.freshness import fresh_reads
+from millions.app.schema import APP_SCHEMA
+from millions.shards import DuplicateRowError, ShardCluster, ShardRouter, ShardsConfig
 
 
 @dataclass(frozen=True)
@@ -94,22 +66,51 @@ class Photo:
     processed: bool = False  # the photo pipeline made its thumbnail and variants
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> Photo:
-        photo_id, owner_id, owner_username, title, content_type, width, height = row[:7]
-        size_bytes, sha256, created_at, processed = row[7:]
+    def from_row(cls, row: Mapping[str, Any]) -> Photo:
         return cls(
-            photo_id,
-            owner_id,
-            owner_username,
-            title,
-            content_type,
-            width,
-            height,
-            size_bytes,
-            sha256,
-            created_at,
-            bool(processed),
+            id=int(row["id"]),
+            owner_id=int(row["owner_id"]),
+            owner_username=str(row["owner_username"]),
+            title=str(row["title"]),
+            content_type=str(row["content_type"]),
+            width=int(row["width"]),
+            height=int(row["height"]),
+            size_bytes=int(row["size_bytes"]),
+            sha256=str(row["sha256"]),
+            created_at=float(row["created_at"]),
+            processed=bool(row["processed"]),
         )
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """A photo in a user's feed, with what the feed page shows (denormalized)."""
+
+    photo_id: int
+    owner_id: int
+    owner_username: str
+    title: str
+    width: int
+    height: int
+    created_at: float
+
+    @classmethod
+    def of(cls, photo: Photo) -> FeedEntry:
+        return cls(
+            photo.id,
+            photo.owner_id,
+            photo.owner_username,
+            photo.title,
+            photo.width,
+            photo.height,
+            photo.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class Followee:
+    id: int
+    username: str
 
 
 class UsernameTaken(Exception):
@@ -117,7 +118,7 @@ class UsernameTaken(Exception):
 
 
 class AppStore(Protocol):
-    """Users and photo records. Ids are positive integers assigned by the store."""
+    """Users, photo records, follows and feeds. Ids are positive integers the store assigns."""
 
     async def create_user(self, username: str, password_hash: str) -> User:
         """Register a user; raises UsernameTaken when the name exists."""
@@ -146,142 +147,259 @@ class AppStore(Protocol):
     async def mark_processed(self, photo_id: int) -> bool:
         """Record that the photo's variants exist (read back as `Photo.processed`).
 
-        Idempotent: True only for the call that changed the flag, False when the photo
-        was already processed or does not exist."""
+        Idempotent: True only for the call that recorded it, False when the photo was
+        already processed or does not exist."""
+        ...
+
+    async def follow(self, follower: User, followee: User) -> bool:
+        """Start following; False when `follower` already follows `followee`."""
+        ...
+
+    async def unfollow(self, follower_id: int, followee_id: int) -> bool:
+        """Stop following; False when there was no such follow."""
+        ...
+
+    async def is_following(self, follower_id: int, followee_id: int) -> bool: ...
+
+    async def following(self, user_id: int, limit: int) -> list[Followee]:
+        """Whom the user follows, most recent first."""
+        ...
+
+    async def follower_count(self, user_id: int) -> int: ...
+
+    async def follower_ids(self, user_id: int, after: int, limit: int) -> list[int]:
+        """One page of the user's followers' ids, ascending, all greater than `after`."""
+        ...
+
+    async def feed(self, user_id: int, limit: int) -> list[FeedEntry]:
+        """The user's timeline, newest photo first."""
+        ...
+
+    async def add_to_feed(self, user_id: int, entry: FeedEntry) -> None:
+        """Put `entry` in the user's feed (again: no change)."""
+        ...
+
+    async def remove_from_feed(self, user_id: int, photo_id: int) -> None: ...
+
+    async def remove_owner_from_feed(self, user_id: int, owner_id: int) -> int:
+        """Remove every photo of `owner_id` from the user's feed; how many there were."""
         ...
 
     async def close(self) -> None: ...
 
 
-class SqliteAppStore:
-    """AppStore on one SQLite file shared by every process that opens it."""
+class ShardedAppStore:
+    """AppStore on the sharded database; see the module docstring."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    def __init__(self, router: ShardRouter) -> None:
+        self.router = router
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteAppStore:
-        """Open (creating if needed) the database; safe when several processes race."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    async def open(cls, config: ShardsConfig, run_dir: Path) -> ShardedAppStore:
+        """Bring every shard up to the app's schema (safe from several processes at once)
+        and open a router on them."""
+        cluster = ShardCluster(config, run_dir, APP_SCHEMA)
         try:
-            await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await enable_wal_async(db.execute_fetchall)
-            for pragma in ("PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"):
-                await db.execute_fetchall(pragma)
-            await db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
-            await migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db)
+            await cluster.migrate()
+        finally:
+            await cluster.close()
+        return cls(await ShardRouter.open(config, run_dir, APP_SCHEMA))
 
-    async def _rows(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        """Run one statement to completion in a single call on the connection's thread.
-
-        The connection serves many requests at once. A statement left open across two
-        calls (execute, then fetch) would pin a read snapshot, and another request's
-        INSERT interleaved on the same connection after another process's commit would
-        fail at once with SQLITE_BUSY_SNAPSHOT, which busy_timeout does not retry.
-        """
-        return [tuple(row) for row in await self._db.execute_fetchall(sql, parameters)]
+    # -- users -----------------------------------------------------------------------------
 
     async def create_user(self, username: str, password_hash: str) -> User:
-        created_at = time.time()
+        user = User(await self.router.next_id("users"), username, password_hash, time.time())
+        await self.router.insert("users", asdict(user))
         try:
-            rows = await self._rows(
-                "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)"
-                " RETURNING id",
-                (username, password_hash, created_at),
-            )
-        except sqlite3.IntegrityError:
+            await self.router.insert("usernames", {"username": username, "user_id": user.id})
+        except DuplicateRowError:
+            await self.router.delete("users", {"id": user.id})
             raise UsernameTaken(username) from None
-        return User(rows[0][0], username, password_hash, created_at)
+        return user
 
     async def user_by_id(self, user_id: int) -> User | None:
-        rows = await self._rows(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
-        return User(*rows[0]) if rows else None
+        row = await self.router.get("users", {"id": user_id}, cached=True)
+        return None if row is None else _user(row)
 
     async def user_by_name(self, username: str) -> User | None:
-        rows = await self._rows(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?", (username,)
-        )
-        return User(*rows[0]) if rows else None
+        row = await self.router.get("usernames", {"username": username}, cached=True)
+        return None if row is None else await self.user_by_id(int(row["user_id"]))
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
-        await self._rows(
-            "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
-        )
+        await self.router.update("users", {"id": user_id}, {"password_hash": password_hash})
+
+    # -- photos ----------------------------------------------------------------------------
 
     async def add_photo(self, photo: NewPhoto) -> Photo:
-        created_at = time.time()
-        rows = await self._rows(
-            "INSERT INTO photos (owner_id, owner_username, title, content_type, width, height,"
-            " size_bytes, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                photo.owner_id,
-                photo.owner_username,
-                photo.title,
-                photo.content_type,
-                photo.width,
-                photo.height,
-                photo.size_bytes,
-                photo.sha256,
-                created_at,
-            ),
-        )
-        return Photo(
-            id=rows[0][0],
-            owner_id=photo.owner_id,
-            owner_username=photo.owner_username,
-            title=photo.title,
-            content_type=photo.content_type,
-            width=photo.width,
-            height=photo.height,
-            size_bytes=photo.size_bytes,
-            sha256=photo.sha256,
-            created_at=created_at,
-        )
+        photo_id = await self.router.next_id("photos")
+        stored = Photo(id=photo_id, created_at=time.time(), **asdict(photo))
+        await self.router.insert("photos", asdict(stored))
+        await self.router.insert("photo_owners", {"photo_id": photo_id, "owner_id": photo.owner_id})
+        return stored
 
     async def photo(self, photo_id: int) -> Photo | None:
-        rows = await self._rows(f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE id = ?", (photo_id,))
-        return Photo.from_row(rows[0]) if rows else None
+        owner = await self.router.get("photo_owners", {"photo_id": photo_id}, cached=True)
+        if owner is None:
+            return None
+        row = await self.router.get(
+            "photos", {"owner_id": int(owner["owner_id"]), "id": photo_id}, cached=_cache_mode()
+        )
+        return None if row is None else Photo.from_row(row)
 
     async def photos_of(self, owner_id: int, limit: int) -> list[Photo]:
-        rows = await self._rows(
-            f"SELECT {_PHOTO_COLUMNS} FROM photos WHERE owner_id = ? ORDER BY id DESC LIMIT ?",
+        rows = await self.router.fetch(
+            owner_id,
+            "SELECT * FROM photos WHERE owner_id = $1 ORDER BY id DESC LIMIT $2",
             (owner_id, limit),
+            cached=_cache_mode(),
         )
         return [Photo.from_row(row) for row in rows]
 
     async def delete_photo(self, photo_id: int, owner_id: int) -> bool:
-        rows = await self._rows(
-            "DELETE FROM photos WHERE id = ? AND owner_id = ? RETURNING id", (photo_id, owner_id)
-        )
-        return bool(rows)
+        owner = await self.router.get("photo_owners", {"photo_id": photo_id})
+        if owner is None or int(owner["owner_id"]) != owner_id:
+            return False
+        await self.router.delete("photo_owners", {"photo_id": photo_id})
+        await self.router.delete("processed_photos", {"owner_id": owner_id, "photo_id": photo_id})
+        return await self.router.delete("photos", {"owner_id": owner_id, "id": photo_id})
 
     async def mark_processed(self, photo_id: int) -> bool:
-        rows = await self._rows(
-            "UPDATE photos SET processed = 1 WHERE id = ? AND processed = 0 RETURNING id",
-            (photo_id,),
+        """The processed_photos row is the once-only record: its insert succeeds for exactly
+        one caller. The photo's flag is set by every caller, so a crash between the two
+        writes is repaired by the job's redelivery."""
+        photo = await self.photo(photo_id)
+        if photo is None:
+            return False
+        record = {"owner_id": photo.owner_id, "photo_id": photo_id, "processed_at": time.time()}
+        try:
+            await self.router.insert("processed_photos", record)
+            first = True
+        except DuplicateRowError:
+            first = False
+        if not photo.processed:
+            updated = await self.router.update(
+                "photos", {"owner_id": photo.owner_id, "id": photo_id}, {"processed": 1}
+            )
+            first = first and updated is not None
+        return first
+
+    # -- follows ---------------------------------------------------------------------------
+
+    async def follow(self, follower: User, followee: User) -> bool:
+        """The followers row (what fan-out reads) first, the follows row (what makes the
+        follow visible to the follower) last."""
+        now = time.time()
+        await self.router.upsert(
+            "followers", {"followee_id": followee.id, "follower_id": follower.id, "created_at": now}
         )
-        return bool(rows)
+        try:
+            await self.router.insert(
+                "follows",
+                {
+                    "follower_id": follower.id,
+                    "followee_id": followee.id,
+                    "followee_username": followee.username,
+                    "created_at": now,
+                },
+            )
+        except DuplicateRowError:
+            return False
+        return True
+
+    async def unfollow(self, follower_id: int, followee_id: int) -> bool:
+        removed = await self.router.delete(
+            "follows", {"follower_id": follower_id, "followee_id": followee_id}
+        )
+        await self.router.delete(
+            "followers", {"followee_id": followee_id, "follower_id": follower_id}
+        )
+        return removed
+
+    async def is_following(self, follower_id: int, followee_id: int) -> bool:
+        pk = {"follower_id": follower_id, "followee_id": followee_id}
+        return await self.router.get("follows", pk, cached=_cache_mode()) is not None
+
+    async def following(self, user_id: int, limit: int) -> list[Followee]:
+        rows = await self.router.fetch(
+            user_id,
+            "SELECT followee_id, followee_username FROM follows WHERE follower_id = $1"
+            " ORDER BY created_at DESC, followee_id LIMIT $2",
+            (user_id, limit),
+            cached=_cache_mode(),
+        )
+        return [Followee(int(row["followee_id"]), str(row["followee_username"])) for row in rows]
+
+    async def follower_count(self, user_id: int) -> int:
+        rows = await self.router.fetch(
+            user_id,
+            "SELECT count(*) AS n FROM followers WHERE followee_id = $1",
+            (user_id,),
+            cached=_cache_mode(),
+        )
+        return int(rows[0]["n"])
+
+    async def follower_ids(self, user_id: int, after: int, limit: int) -> list[int]:
+        rows = await self.router.fetch(
+            user_id,
+            "SELECT follower_id FROM followers WHERE followee_id = $1 AND follower_id > $2"
+            " ORDER BY follower_id LIMIT $3",
+            (user_id, after, limit),
+            cached=False,  # a stale list would leave a new follower out of a fan-out
+        )
+        return [int(row["follower_id"]) for row in rows]
+
+    # -- feeds -----------------------------------------------------------------------------
+
+    async def feed(self, user_id: int, limit: int) -> list[FeedEntry]:
+        rows = await self.router.fetch(
+            user_id,
+            "SELECT photo_id, owner_id, owner_username, title, width, height, created_at"
+            " FROM feed WHERE user_id = $1 ORDER BY photo_id DESC LIMIT $2",
+            (user_id, limit),
+            cached=_cache_mode(),
+        )
+        return [_feed_entry(row) for row in rows]
+
+    async def add_to_feed(self, user_id: int, entry: FeedEntry) -> None:
+        await self.router.upsert("feed", {"user_id": user_id, **asdict(entry)})
+
+    async def remove_from_feed(self, user_id: int, photo_id: int) -> None:
+        await self.router.delete("feed", {"user_id": user_id, "photo_id": photo_id})
+
+    async def remove_owner_from_feed(self, user_id: int, owner_id: int) -> int:
+        rows = await self.router.fetch(
+            user_id,
+            "SELECT photo_id FROM feed WHERE user_id = $1 AND owner_id = $2",
+            (user_id, owner_id),
+            cached=False,
+        )
+        for row in rows:
+            await self.remove_from_feed(user_id, int(row["photo_id"]))
+        return len(rows)
 
     async def close(self) -> None:
-        await self._db.close()
+        await self.router.close()
 
 
-async def migrate(db: aiosqlite.Connection) -> None:
-    """Add the `MIGRATIONS` columns a database lacks.
+def _cache_mode() -> bool | None:
+    """How a read of changing rows uses the read cache: the router's default (hot keys
+    only), or not at all in a request that must see its user's own writes."""
+    return False if fresh_reads() else None
 
-    Several processes may open an old database at once: a column another process added
-    in the meantime shows up as "duplicate column name", which means the work is done."""
-    for table, column, definition in MIGRATIONS:
-        present = {row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({table})")}
-        if column in present:
-            continue
-        try:
-            await db.execute_fetchall(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column name" not in str(exc):
-                raise
+
+def _user(row: Mapping[str, Any]) -> User:
+    return User(
+        int(row["id"]), str(row["username"]), str(row["password_hash"]), float(row["created_at"])
+    )
+
+
+def _feed_entry(row: Mapping[str, Any]) -> FeedEntry:
+    return FeedEntry(
+        photo_id=int(row["photo_id"]),
+        owner_id=int(row["owner_id"]),
+        owner_username=str(row["owner_username"]),
+        title=str(row["title"]),
+        width=int(row["width"]),
+        height=int(row["height"]),
+        created_at=float(row["created_at"]),
+    )

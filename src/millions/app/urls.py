@@ -13,3 +13,7 @@ def page_url(photo_id: int) -> str:
 
 def variant_url(photo_id: int, variant: str) -> str:
     return f"/photos/{photo_id}/{variant}"
+
+
+def profile_url(username: str) -> str:
+    return f"/u/{username}"

@@ -1,11 +1,20 @@
 """Sharded database: a router that sends each key to the shard owning its keyspace range,
-online resharding (split, move, reverse, cleanup), a read cache and hot-key sampling.
+online resharding (split, move, reverse, cleanup), a read cache, hot-key sampling and an
+auto-splitter for hot ranges.
 
 Engines are imported on demand: a router on SQLite shards never loads asyncpg or redis.
 """
 
 from __future__ import annotations
 
+from millions.shards.autosplit import (
+    AutoSplitDecision,
+    AutoSplitOutcome,
+    AutoSplitPolicy,
+    AutoSplitter,
+    autosplit_forever,
+    decide_autosplit,
+)
 from millions.shards.cluster import ClusterStatus, ShardCluster, ShardStatus
 from millions.shards.config import ShardsConfig
 from millions.shards.errors import (
@@ -20,7 +29,13 @@ from millions.shards.errors import (
     StaleMapError,
     VerificationError,
 )
-from millions.shards.hotkeys import HotKeySampler, HotReport, SplitDecision, decide_split
+from millions.shards.hotkeys import (
+    HotKeySampler,
+    HotReport,
+    SplitDecision,
+    decide_split,
+    keys_to_cache,
+)
 from millions.shards.keyspace import KeyRange, key_hash
 from millions.shards.resharding import Progress, Resharder
 from millions.shards.router import ShardRouter
@@ -30,6 +45,10 @@ from millions.shards.storage.base import Change
 from millions.shards.workflow import Operation
 
 __all__ = [
+    "AutoSplitDecision",
+    "AutoSplitOutcome",
+    "AutoSplitPolicy",
+    "AutoSplitter",
     "Change",
     "ClusterStatus",
     "DuplicateRowError",
@@ -57,6 +76,9 @@ __all__ = [
     "StaleMapError",
     "TableSpec",
     "VerificationError",
+    "autosplit_forever",
+    "decide_autosplit",
     "decide_split",
     "key_hash",
+    "keys_to_cache",
 ]

@@ -10,7 +10,9 @@ line and exit with 2; a refused or failed operation prints one line and exits wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,12 +22,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from millions.shards import config as shards_config
+from millions.shards.autosplit import AutoSplitOutcome, AutoSplitter, autosplit_forever
 from millions.shards.cluster import ClusterStatus, ShardCluster
 from millions.shards.config import ShardsConfig
 from millions.shards.errors import SchemaError, ShardError
-from millions.shards.hotkeys import HotReport, SplitDecision, decide_splits
+from millions.shards.hotkeys import HotReport, SplitDecision, decide_splits, keys_to_cache
 from millions.shards.keyspace import KeyRange, KeyRangeError, parse_keyspace_id
 from millions.shards.resharding import Progress as ReshardProgress
 from millions.shards.resharding import Resharder
@@ -309,8 +313,9 @@ def hot(
 
     report = _with_cluster(config, run_dir, gather)
     decisions = decide_splits(report, settings.hot.threshold_ops_s)
+    cached = _cached_keys(settings, report)
     if as_json:
-        print(json.dumps(_hot_json(report, decisions), indent=2))
+        print(json.dumps(_hot_json(report, decisions, cached), indent=2))
         return
     if not report.keys and not report.ranges:
         console.print(
@@ -323,9 +328,14 @@ def hot(
     keys.add_column("keyspace id")
     keys.add_column("ops/s", justify="right")
     keys.add_column("± ops/s", justify="right")
+    keys.add_column("reads")
     for item in report.keys:
         keys.add_row(
-            item.key, f"{item.keyspace_id:016x}", f"{item.ops_per_s:.1f}", f"{item.error_per_s:.1f}"
+            item.key,
+            f"{item.keyspace_id:016x}",
+            f"{item.ops_per_s:.1f}",
+            f"{item.error_per_s:.1f}",
+            "from the read cache" if item.key in cached else "",
         )
     console.print(keys)
     ranges = Table(title="ranges", title_justify="left")
@@ -338,12 +348,42 @@ def hot(
     if not decisions:
         console.print(f"no range is over the {threshold:g} ops/s split threshold")
     for decision in decisions:
-        console.print(f"{decision.key_range}: {decision.reason}", markup=False)
+        console.print(f"{decision.key_range}: {decision.reason}", markup=False, soft_wrap=True)
+        if decision.too_hot is not None:
+            console.print(
+                f"  key {decision.too_hot.key!r}: "
+                + (
+                    "served from the read cache by every router"
+                    if decision.too_hot.key in cached
+                    else "not served from the cache (shards.cache.engine is none or "
+                    "shards.hot.cache_hot_keys is off)"
+                ),
+                markup=False,
+                soft_wrap=True,
+            )
+    if cached:
+        over = settings.hot.threshold_ops_s * settings.hot.cache_key_share
+        console.print(
+            f"keys over {over:g} ops/s are read from the read cache: " + ", ".join(sorted(cached)),
+            markup=False,
+            soft_wrap=True,
+        )
 
 
-def _hot_json(report: HotReport, decisions: list[SplitDecision]) -> dict[str, Any]:
+def _cached_keys(settings: ShardsConfig, report: HotReport) -> frozenset[str]:
+    """The keys the routers serve from the read cache, by this report."""
+    hot = settings.hot
+    if not hot.cache_hot_keys or settings.cache.engine == "none":
+        return frozenset()
+    return keys_to_cache(report, hot.threshold_ops_s * hot.cache_key_share)
+
+
+def _hot_json(
+    report: HotReport, decisions: list[SplitDecision], cached: frozenset[str]
+) -> dict[str, Any]:
     return {
         **report.to_dict(),
+        "cached_keys": sorted(cached),
         "decisions": [
             {
                 "range": d.key_range,
@@ -356,3 +396,102 @@ def _hot_json(report: HotReport, decisions: list[SplitDecision]) -> dict[str, An
             for d in decisions
         ],
     }
+
+
+_EVENT_STYLES = {
+    "split": "bold yellow",
+    "cleanup": "bold green",
+    "wait": "cyan",
+    "idle": "dim",
+    "off": "dim",
+    "error": "bold red",
+}
+
+
+def _print_event(message: str) -> None:
+    """One line per decision or result: the time, the action (coloured), the reason."""
+    action, _, rest = message.partition(":")
+    first = action.split(" ")[0]
+    failed = "failed" in action or "skipped" in action or "not started" in action
+    style = "bold red" if failed else _EVENT_STYLES.get(first, "")
+    console.print(
+        Text.assemble((time.strftime("%H:%M:%S "), "dim"), (action, style), f":{rest}"),
+        soft_wrap=True,
+    )
+
+
+@shards_app.command()
+def autosplit(
+    once: Annotated[bool, typer.Option("--once", help="decide and act once, then exit")] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            min=0.05,
+            max=3600,
+            help="seconds between rounds (default: shards.hot.autosplit_interval_s)",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="run even when shards.hot.auto_split is off")
+    ] = False,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Split hot ranges automatically, in the foreground: one line per decision.
+
+    Every round reads the routers' fresh load reports, then:
+    splits a range over hot.threshold_ops_s where its load is — never while an
+    operation is active, nor within hot.split_cooldown_s after the last one;
+    cleans up its own splits hot.cleanup_after_s after their cutover.
+    Keys too hot for any split are served from the read cache instead.
+    The topology runs the same loop when shards.hot.auto_split is on.
+    Ctrl-C stops after the current round.
+    """
+    settings, _ = _settings(config, run_dir)
+    if not (settings.hot.auto_split or force):
+        raise _bad_argument(
+            "shards.hot.auto_split is off in the config; turn it on or pass --force"
+        )
+
+    async def once_only(cluster: ShardCluster) -> AutoSplitOutcome:
+        return await AutoSplitter(cluster, force=True, on_event=_print_event).step()
+
+    async def until_stopped(cluster: ShardCluster) -> bool:
+        """Run until the first Ctrl-C (after the round); a second one interrupts the round
+        (an operation it was running is then left for `millions shards status`). True when
+        interrupted."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+
+        def request_stop() -> None:
+            if stop.is_set() and main is not None:
+                console.print("interrupted: see `millions shards status`", style="bold red")
+                main.cancel()
+                return
+            console.print("stopping after the current round (Ctrl-C again: now)", style="dim")
+            stop.set()
+
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for number in signals:
+            loop.add_signal_handler(number, request_stop)
+        try:
+            await autosplit_forever(
+                cluster, interval_s=interval, stop=stop, on_event=_print_event, force=True
+            )
+        except asyncio.CancelledError:
+            return True
+        finally:
+            for number in signals:
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(number)
+        return False
+
+    if once:
+        outcome = _with_cluster(config, run_dir, once_only)
+        if outcome.error:
+            raise typer.Exit(1)
+        return
+    if _with_cluster(config, run_dir, until_stopped):
+        raise typer.Exit(130)

@@ -67,7 +67,8 @@ class CacheConfig(_Section):
 
 
 class HotKeysConfig(_Section):
-    """Load sampling and load-based splitting (CockroachDB splits above 2500 ops/s)."""
+    """Load sampling, load-based splitting (CockroachDB splits above 2500 ops/s) and serving
+    keys too hot for any split from the read cache."""
 
     enabled: bool = True
     threshold_ops_s: float = Field(default=2500.0, gt=0)
@@ -78,6 +79,36 @@ class HotKeysConfig(_Section):
         default=1.0, gt=0, le=3600, description="how often a router stores its load report"
     )
     auto_split: bool = Field(default=False, description="split hot ranges without asking")
+    autosplit_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="how often the auto-splitter looks at the load"
+    )
+    split_cooldown_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=86_400,
+        description="after a resharding operation ends, wait this long before splitting "
+        "automatically (the load reports first have to show the new ranges)",
+    )
+    cleanup_after_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=86_400,
+        description="an automatic split deletes the old copy this long after its cutover; "
+        "until then `millions shards reverse` can switch it back",
+    )
+    cache_hot_keys: bool = Field(
+        default=True,
+        description="routers serve every read of a key hotter than cache_key_share x "
+        "threshold_ops_s (all routers together) from the read cache; with the memory cache "
+        "a write by another process shows after at most cache.ttl_s (the redis cache has no "
+        "such delay)",
+    )
+    cache_key_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="share of threshold_ops_s above which one key is served from the cache",
+    )
 
 
 def _default_shards() -> list[ShardSpec]:

@@ -10,7 +10,11 @@ with its own summary; memory is bounded by buckets x (capacity + ranges).
 A range over the threshold (CockroachDB splits ranges above 2500 queries/s) should split,
 at the load-weighted median of its hot keys when they carry most of its load (else at its
 middle). A single key over the threshold is reported instead: no split can bring the range
-holding it under the threshold; it needs caching or spreading (e.g. key suffixes).
+holding it under the threshold; routers serve its reads from the read cache (`keys_to_cache`),
+and writes to it can only be spread by the app (e.g. key suffixes).
+
+Routers store their reports in the metadata store every `report_interval_s`; a report older
+than a few intervals belongs to a router that stopped serving and is left out.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from millions.shards.keyspace import KeyRange
 
 DEFAULT_THRESHOLD_OPS_S = 2500.0
+FRESH_REPORT_INTERVALS = 2.5
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,26 @@ class HotReport:
                 for name, ops in sorted(ranges.items(), key=lambda kv: kv[1], reverse=True)
             ),
         )
+
+
+def fresh_since(now: float, report_interval_s: float) -> float:
+    """The oldest time (unix) a router's load report may have and still count: a router
+    that serves stores one every interval, so one missed report is tolerated."""
+    return now - FRESH_REPORT_INTERVALS * report_interval_s
+
+
+def keys_to_cache(report: HotReport, over_ops_s: float) -> frozenset[str]:
+    """The keys whose load is surely above `over_ops_s` (its estimate minus its error): a
+    single key that hot gains nothing from a split, so its reads are served from the cache."""
+    return frozenset(k.key for k in report.keys if k.ops_per_s - k.error_per_s > over_ops_s)
+
+
+def current_load(report: HotReport, ranges: Collection[str]) -> HotReport:
+    """`report` without ranges that are not in the current map (`ranges`, by name): load a
+    router counted for a range that has since split belongs to neither half."""
+    return HotReport(
+        report.window_s, report.keys, tuple(r for r in report.ranges if r.key_range in ranges)
+    )
 
 
 class SpaceSaving:

@@ -9,7 +9,10 @@ shard owns (`{owned}` in the SQL), and are merged (ORDER BY, LIMIT, count/sum/mi
 
 Reads marked `cached=True` go through the read cache, tagged with their shard key; every
 write invalidates its key's tag after it commits (see `cache.base` for why no read can
-re-fill an older value after that).
+re-fill an older value after that). Reads of a key too hot for any split (the celebrity
+problem: over `cache_hot_keys_over_ops_s` across all routers, by their load reports) go
+through the cache too unless the caller passes `cached=False`; the router relearns that set
+each time it stores its load report.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from millions.shards.errors import (
     ShardUnavailableError,
     StaleMapError,
 )
-from millions.shards.hotkeys import HotKeySampler, HotReport
+from millions.shards.hotkeys import HotKeySampler, HotReport, fresh_since, keys_to_cache
 from millions.shards.keyspace import KeyRange, ShardKey, key_hash, key_text, stored_hash
 from millions.shards.merge import Aggregate, merge_results
 from millions.shards.rows import Row, decode_rows, encode_rows
@@ -64,6 +67,7 @@ class ShardRouter:
         sampler: HotKeySampler | None = None,
         stale_wait_s: float = 5.0,
         report_interval_s: float = 1.0,
+        cache_hot_keys_over_ops_s: float | None = None,
     ) -> None:
         self.cluster = cluster
         self.schema: ShardSchema = cluster.schema
@@ -71,6 +75,8 @@ class ShardRouter:
         self.sampler = sampler
         self.stale_wait_s = stale_wait_s
         self.report_interval_s = report_interval_s
+        self.cache_hot_keys_over_ops_s = cache_hot_keys_over_ops_s
+        self.hot_keys: frozenset[str] = frozenset()
         self.reporter = f"{uuid.uuid4().hex[:12]}"
         self._map: ShardMap | None = None
         self._refresh_lock = asyncio.Lock()
@@ -92,12 +98,16 @@ class ShardRouter:
                 capacity=config.hot.top_k,
                 sample_rate=config.hot.sample_rate,
             )
+        hot = config.hot
         router = cls(
             cluster,
             cache=open_cache(config.cache),
             sampler=sampler,
             stale_wait_s=config.stale_wait_s,
-            report_interval_s=config.hot.report_interval_s,
+            report_interval_s=hot.report_interval_s,
+            cache_hot_keys_over_ops_s=(
+                hot.threshold_ops_s * hot.cache_key_share if hot.cache_hot_keys else None
+            ),
         )
         try:
             await router.refresh()
@@ -125,8 +135,11 @@ class ShardRouter:
 
     # -- single-key reads ------------------------------------------------------------------
 
-    async def get(self, table: str, pk: Mapping[str, Any], *, cached: bool = False) -> Row | None:
-        """The row of `table` with primary key `pk` (which includes the shard key)."""
+    async def get(
+        self, table: str, pk: Mapping[str, Any], *, cached: bool | None = None
+    ) -> Row | None:
+        """The row of `table` with primary key `pk` (which includes the shard key); `cached`
+        as for `fetch`."""
         spec = self.schema.table(table)
         params = pk_values(spec, pk)
         key = pk[spec.shard_key]
@@ -134,10 +147,12 @@ class ShardRouter:
         return _public(rows[0]) if rows else None
 
     async def fetch(
-        self, key: ShardKey, sql: str, params: Sequence[Any] = (), *, cached: bool = False
+        self, key: ShardKey, sql: str, params: Sequence[Any] = (), *, cached: bool | None = None
     ) -> list[Row]:
         """Run a read on the shard owning `key`; the SQL (`$1` placeholders) must only
-        touch rows of that key, e.g. `WHERE owner_id = $1`."""
+        touch rows of that key, e.g. `WHERE owner_id = $1`. `cached=True` reads through
+        the read cache, `False` always reads the shard, None (default) uses the cache only
+        for keys in `hot_keys`."""
         keyspace_id = key_hash(key)
 
         async def load() -> list[Row]:
@@ -146,9 +161,12 @@ class ShardRouter:
             )
 
         self._sample(key, keyspace_id)
-        if not cached or self.cache is None:
+        if self.cache is None or cached is False:
             return await load()
-        return await self._cached(key_text(key), sql, params, load)
+        tag = key_text(key)
+        if cached is None and tag not in self.hot_keys:
+            return await load()
+        return await self._cached(tag, sql, params, load)
 
     # -- single-key writes -----------------------------------------------------------------
 
@@ -257,12 +275,30 @@ class ShardRouter:
         return self.sampler.report(top)
 
     async def publish_load(self) -> None:
-        """Store this router's load report in the metadata store (for `shards hot`)."""
-        if self.sampler is not None:
-            report = self.sampler.report(top=self.sampler.capacity)
-            await self.cluster.metadata.save_load_report(
-                self.reporter, report.to_dict(), time.time()
+        """Store this router's load report in the metadata store (for `shards hot` and the
+        auto-splitter), relearn the hot keys to serve from the cache from every router's
+        fresh report, and catch up with the current map so that load is counted per range
+        of the current map (a router whose keys did not move would otherwise never see a
+        split)."""
+        if self.sampler is None:
+            return
+        report = self.sampler.report(top=self.sampler.capacity)
+        over = self.cache_hot_keys_over_ops_s if self.cache is not None else None
+        if over is not None:
+            self.hot_keys = keys_to_cache(report, over)
+        now = time.time()
+        await self.cluster.metadata.save_load_report(self.reporter, report.to_dict(), now)
+        if over is not None:
+            stored = await self.cluster.metadata.load_reports(
+                fresh_since(now, self.report_interval_s)
             )
+            fleet = HotReport.merge(
+                (HotReport.from_dict(r) for r in stored), top=self.sampler.capacity
+            )
+            self.hot_keys = keys_to_cache(fleet, over)
+        latest = await self.cluster.current_map()
+        if latest.version > self.shard_map.version:
+            self._map = latest
 
     async def close(self) -> None:
         if self._report_task is not None:

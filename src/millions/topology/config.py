@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from millions.queue.config import QueueConfig
 from millions.queue.messages import check_queue_name
@@ -188,12 +188,16 @@ def _default_dcs() -> dict[str, DataCenterConfig]:
     }
 
 
+DEFAULT_APP = "millions.app:app"
+DEFAULT_APP_TABLES = "millions.app.schema:APP_SCHEMA"
+
+
 class MillionsConfig(_Section):
     """The whole topology."""
 
     run_dir: str = Field(default=".millions", description="state, logs and data of a run")
     app: str = Field(
-        default="millions.app:app",
+        default=DEFAULT_APP,
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
         description="the ASGI app every web server runs, as module:attribute",
     )
@@ -207,6 +211,15 @@ class MillionsConfig(_Section):
     shards: ShardsConfig = ShardsConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
+
+    @model_validator(mode="after")
+    def _app_tables(self) -> MillionsConfig:
+        """The reference app's shards hold its tables unless the config names others, so
+        `millions shards split` copies them."""
+        if self.app == DEFAULT_APP and not self.shards.tables:
+            shards = self.shards.model_copy(update={"tables": DEFAULT_APP_TABLES})
+            object.__setattr__(self, "shards", shards)
+        return self
 
     @field_validator("dcs")
     @classmethod

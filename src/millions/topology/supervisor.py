@@ -33,6 +33,7 @@ import aiohttp
 from millions.edge.admin import ADMIN_TOKEN_ENV
 from millions.edge.links import send_purge
 from millions.queue import QueueError, QueueStats, open_queue
+from millions.shards import ShardCluster, ShardError, autosplit_forever
 from millions.topology.backoff import RestartBackoff
 from millions.topology.components import (
     START_ORDER,
@@ -269,6 +270,7 @@ class Supervisor:
         self._http: aiohttp.ClientSession | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._autoscale_task: asyncio.Task[None] | None = None
+        self._autosplit_task: asyncio.Task[None] | None = None
         self._retiring: dict[asyncio.Task[None], ManagedProcess] = {}
         self._scale_lock = asyncio.Lock()
         self.control_url: str | None = None
@@ -295,6 +297,7 @@ class Supervisor:
             )
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.effective_config.write_text(to_toml(self.config))
+        await self._migrate_shards(notify)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
         for dc in self.config.dcs:
             self._write_backends(dc, [s for s in specs if s.kind == "web" and s.dc == dc])
@@ -306,7 +309,38 @@ class Supervisor:
         self.phase = "running"
         self._probe_task = asyncio.create_task(self._probe_forever())
         self._autoscale_task = asyncio.create_task(self._autoscale_forever())
+        if self.config.shards.hot.auto_split:
+            self._autosplit_task = asyncio.create_task(self._autosplit_forever())
         self.write_state()
+
+    async def _migrate_shards(self, notify: Callable[[str], None]) -> None:
+        """Bring every shard to the app's schema before any server uses it, so a bad
+        shards config fails the start-up with its own message, not as a crashing web tier."""
+        notify("migrating the shards")
+        cluster = ShardCluster(self.config.shards, self.paths.root)
+        try:
+            applied = await cluster.migrate()
+        except ShardError as exc:
+            raise StartupError(f"shards: {exc} (check the [shards] table of the config)") from None
+        finally:
+            await cluster.close()
+        changed = {name: versions for name, versions in applied.items() if versions}
+        notify(
+            f"shards ready: {len(applied)} shard(s)"
+            + (f", migrations applied: {changed}" if changed else ", schema up to date")
+        )
+
+    async def _autosplit_forever(self) -> None:
+        """Split hot ranges while running (`shards.hot.auto_split`); decisions are logged."""
+        cluster = ShardCluster(self.config.shards, self.paths.root)
+        try:
+            await autosplit_forever(
+                cluster,
+                interval_s=self.config.shards.hot.autosplit_interval_s,
+                on_event=lambda message: log.info("shards autosplit", extra={"event": message}),
+            )
+        finally:
+            await cluster.close()
 
     async def _start_group(self, specs: list[ComponentSpec], notify: Callable[[str], None]) -> None:
         for spec in specs:
@@ -393,7 +427,7 @@ class Supervisor:
         """Stop in the reverse of START_ORDER: edges, load balancers, then web servers."""
         self.phase = "stopping"
         self.write_state()
-        for task in (self._autoscale_task, self._probe_task):
+        for task in (self._autosplit_task, self._autoscale_task, self._probe_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

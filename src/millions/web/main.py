@@ -17,6 +17,7 @@ import uvicorn
 from millions.edge.links import CDN_HEALTH_URL_ENV, CDN_PURGE_URLS_ENV, CDN_URL_ENV
 from millions.import_path import ImportPathError, import_object
 from millions.telemetry import logs
+from millions.topology.app_env import export_data_locations
 from millions.topology.config import MillionsConfig
 from millions.topology.run_secrets import run_secret
 from millions.web.ops import OpsMiddleware
@@ -57,13 +58,13 @@ def session_secret(config: MillionsConfig, run_dir: Path) -> str:
 def prepare_environment(
     config: MillionsConfig, run_dir: Path, name: str, dc: str | None = None
 ) -> None:
-    """Tell the app where its data lives, who it is, which queue takes its jobs and, for a
-    server of a DC with CDN edges, which edge its pages link to and where to purge (read
-    by the reference app)."""
-    os.environ.setdefault("MILLIONS_DATA_DIR", str(run_dir / "data"))
+    """Tell the app where its data and shards live, who it is, which queue takes its jobs
+    and, for a server of a DC with CDN edges, which edge its pages link to and where to
+    purge (read by the reference app)."""
     os.environ["MILLIONS_MAX_UPLOAD_BYTES"] = str(config.web.max_upload_bytes)
     os.environ["MILLIONS_COMPONENT"] = name
     os.environ["MILLIONS_QUEUE_URL"] = config.queue.resolved_url(run_dir).url
+    export_data_locations(config.shards, run_dir)
     if dc is not None and config.edge.enabled:
         os.environ[CDN_URL_ENV] = config.edge_url(dc)
         os.environ[CDN_HEALTH_URL_ENV] = config.edge_ops_url(dc) + "/healthz"
