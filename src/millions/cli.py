@@ -391,8 +391,13 @@ def scenario(
     chosen = scenarios.get(name)
     if chosen is None:
         raise fail(f"no scenario {name!r}; available: {', '.join(scenarios)}", code=2)
+    from millions.topology.supervisor import StartupError
+
     settings = load_config(config)
-    result = asyncio.run(run_scenario(chosen, settings, as_json))
+    try:
+        result = asyncio.run(run_scenario(chosen, settings, as_json))
+    except StartupError as exc:
+        raise fail(f"the scenario's topology did not start: {exc}", code=exc.exit_code) from None
     ok = chosen.passed(result)
     if as_json:
         print(json.dumps(result))

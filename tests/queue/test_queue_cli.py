@@ -66,6 +66,29 @@ def test_status_shows_every_queue(seeded: tuple[str, list[str]]) -> None:
     assert "photos" in table.output and "mail" in table.output
 
 
+def test_without_a_url_the_topology_queue_is_used(
+    seeded: tuple[str, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --url and no MILLIONS_QUEUE_URL: the queue of the topology in ./millions.toml."""
+    url, _ = seeded
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "queue.db").rename(run_dir / "queue.sqlite3")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "millions.toml").write_text(f'run_dir = "{run_dir}"\n')
+    result = runner.invoke(queue_app, ["status", "--json"], env={})
+    assert result.exit_code == 0, result.output
+    assert {q["queue"] for q in json.loads(result.output)["queues"]} == {"mail", "photos"}
+
+    (tmp_path / "millions.toml").write_text(f'run_dir = "{tmp_path / "nothing"}"\n')
+    missing = runner.invoke(queue_app, ["status"], env={})
+    assert missing.exit_code == 2
+    assert "no queue database at" in missing.output and "millions up" in missing.output
+    (tmp_path / "millions.toml").write_text("run_dir = 5\n")
+    broken = runner.invoke(queue_app, ["status"], env={})
+    assert broken.exit_code == 2 and "topology config is unusable" in broken.output
+
+
 def test_dlq_list_retry_and_purge(seeded: tuple[str, list[str]]) -> None:
     url, dead = seeded
     listed = runner.invoke(queue_app, ["dlq", "list", "photos", "--url", url, "--json"])
@@ -95,7 +118,6 @@ def test_dlq_list_retry_and_purge(seeded: tuple[str, list[str]]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["status"], "no queue given: pass --url URL or set MILLIONS_QUEUE_URL"),
         (["status", "--url", "http://x"], "unsupported queue URL scheme 'http'"),
         (["status", "--url", "sqlite:///nonexistent/q.db"], "no queue database at"),
         (["status", "--url", "amqp://guest:guest@127.0.0.1/"], "name them with --queue"),

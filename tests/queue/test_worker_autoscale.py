@@ -133,3 +133,18 @@ def test_decisions_stay_in_bounds_and_move_one_way(
             assert decision.recommendation <= decision.desired <= current
     if depth > 0:
         assert decision.desired >= 1
+
+
+def test_a_pool_is_spread_evenly_over_the_data_centers() -> None:
+    from millions.workers.autoscale import spread_workers
+
+    assert spread_workers(5, ["us-east", "eu-west"]) == {"us-east": 3, "eu-west": 2}
+    assert spread_workers(4, ["us-east", "eu-west"]) == {"us-east": 2, "eu-west": 2}
+    assert spread_workers(1, ["a", "b", "c"]) == {"a": 1, "b": 0, "c": 0}
+    assert spread_workers(0, ["a"]) == {"a": 0}
+    for total in range(0, 40):
+        spread = spread_workers(total, ["a", "b", "c"])
+        assert sum(spread.values()) == total
+        assert max(spread.values()) - min(spread.values()) <= 1
+    with pytest.raises(ValueError, match="no place"):
+        spread_workers(3, [])

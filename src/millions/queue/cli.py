@@ -1,7 +1,8 @@
 """`millions queue ...`: look at queues and handle dead letters from the shell.
 
 Mounted by the main CLI as `app.add_typer(queue_app, name="queue")`. The queue comes from
-`--url` or the MILLIONS_QUEUE_URL environment variable. Bad arguments print one line
+`--url` or the MILLIONS_QUEUE_URL environment variable, else it is the queue of the
+topology that ./millions.toml (or the built-in default) describes. Bad arguments print one line
 saying what to do and exit with 2; a queue that cannot be reached exits with 1.
 """
 
@@ -45,7 +46,8 @@ UrlOption = Annotated[
         "--url",
         envvar=URL_ENV,
         show_envvar=True,
-        help="the queue: sqlite:///path/queue.db or amqp://user:pass@host:5672/vhost",
+        help="the queue: sqlite:///path/queue.db or amqp://user:pass@host:5672/vhost "
+        "(default: the queue of the topology in ./millions.toml or the built-in default)",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -64,17 +66,35 @@ def _failure(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _parse_url(url: str | None) -> QueueURL:
-    if not url:
-        _usage_error(f"no queue given: pass --url URL or set {URL_ENV} (e.g. sqlite:///q.db)")
+def _topology_queue() -> QueueURL:
+    """The queue of the topology in ./millions.toml (or of the built-in default one)."""
+    from pathlib import Path
+
+    from millions.topology import config as topology_config
+    from millions.topology.errors import ConfigError
+
     try:
-        parsed = parse_queue_url(url)
-    except QueueURLError as exc:
-        _usage_error(f"--url: {exc}")
+        settings = topology_config.load(None)
+        return settings.queue.resolved_url(Path(settings.run_dir).resolve())
+    except (ConfigError, QueueURLError) as exc:
+        _usage_error(f"no --url given and the topology config is unusable: {exc}")
+
+
+def _parse_url(url: str | None) -> QueueURL:
+    if url:
+        try:
+            parsed = parse_queue_url(url)
+        except QueueURLError as exc:
+            _usage_error(f"--url: {exc}")
+    else:
+        parsed = _topology_queue()
     if parsed.engine == "sqlite":
         assert parsed.path is not None
         if not parsed.path.is_file():
-            _usage_error(f"no queue database at {parsed.path}; check --url / {URL_ENV}")
+            _usage_error(
+                f"no queue database at {parsed.path}: start the topology (`millions up`) "
+                f"or pass --url / set {URL_ENV}"
+            )
     return parsed
 
 

@@ -1,8 +1,9 @@
 """Scripted fault demonstrations: each starts a fresh topology in its own run directory,
 drives load, injects faults, stops everything and returns a report.
 
-Scenario topologies use their own loopback subnets (127.0.201.x, 127.0.202.x, ...), so
-a scenario can run next to a `millions up` on the default addresses.
+Each scenario's topology has loopback subnets of its own (127.0.201.x and up, see
+`base.SUBNET_BASES`), so scenarios can run next to each other and next to a `millions up`
+on the default addresses.
 """
 
 from __future__ import annotations
@@ -25,6 +26,6 @@ class Scenario:
 
 
 def registry() -> dict[str, Scenario]:
-    from millions.scenarios import stateless
+    from millions.scenarios import queue, reshard, stateless
 
-    return {s.name: s for s in (stateless.SCENARIO,)}
+    return {s.name: s for s in (stateless.SCENARIO, queue.SCENARIO, reshard.SCENARIO)}

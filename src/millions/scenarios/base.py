@@ -18,31 +18,45 @@ from millions.topology.config import DataCenterConfig, MillionsConfig
 from millions.topology.supervisor import Supervisor
 
 SCENARIO_SUBNET_BASE = 201
+#: Each scenario's first subnet, three apart (two DCs and the DNS server), so that
+#: different scenarios can run side by side.
+SUBNET_BASES = {"stateless": 201, "queue": 204, "reshard": 207, "failover": 210}
 
 
-def isolated_config(base: MillionsConfig, run_dir: Path, web: int | None = None) -> MillionsConfig:
-    """The config with scenario-only addresses (DC subnets, DNS server) and run directory.
+def isolated_config(
+    base: MillionsConfig,
+    run_dir: Path,
+    web: int | None = None,
+    subnet_base: int = SCENARIO_SUBNET_BASE,
+) -> MillionsConfig:
+    """The config with scenario-only addresses (DC subnets from `subnet_base` on, the
+    DNS server after them) and run directory.
 
     Client networks stay: they are source addresses of simulated users, not listeners."""
     dcs = {
         name: DataCenterConfig(
-            subnet=f"127.0.{SCENARIO_SUBNET_BASE + i}",
+            subnet=f"127.0.{subnet_base + i}",
             web=dc.web if web is None else web,
             clients=dc.clients,
         )
         for i, (name, dc) in enumerate(base.dcs.items())
     }
-    dns = base.dns.model_copy(update={"host": f"127.0.{SCENARIO_SUBNET_BASE - 1}.53"})
+    dns = base.dns.model_copy(update={"host": f"127.0.{subnet_base + len(dcs)}.53"})
     return base.model_copy(update={"dcs": dcs, "dns": dns, "run_dir": str(run_dir)})
 
 
 @contextlib.asynccontextmanager
 async def fresh_topology(
-    base: MillionsConfig, console: Console, quiet: bool, keep_run_dir: bool = False
+    base: MillionsConfig,
+    console: Console,
+    quiet: bool,
+    keep_run_dir: bool = False,
+    scenario: str = "stateless",
 ) -> AsyncIterator[Supervisor]:
-    """Start a topology in a new run directory; stop it (and remove the directory) after."""
+    """Start a topology in a new run directory, on the addresses of `scenario`; stop it
+    (and remove the directory) after."""
     run_dir = Path(tempfile.mkdtemp(prefix="millions-scenario-"))
-    config = isolated_config(base, run_dir)
+    config = isolated_config(base, run_dir, subnet_base=SUBNET_BASES[scenario])
     supervisor = Supervisor(config, run_dir)
     logs.configure("scenario", supervisor.paths.log_file("supervisor"))
     try:

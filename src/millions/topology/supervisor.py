@@ -52,6 +52,7 @@ from millions.workers.autoscale import (
     Recommendation,
     ScalingPolicy,
     decide_workers,
+    spread_workers,
     trim_history,
 )
 
@@ -541,10 +542,17 @@ class Supervisor:
             return {"added": added, "removed": removed}
 
     async def _autoscale_forever(self) -> None:
-        """Size the first DC's worker pool to the backlog of `worker.autoscale_queue`."""
-        dc = next(iter(self.config.dcs))
+        """Size the worker pools to the backlog of `worker.autoscale_queue`. Every DC's
+        workers consume the same queue, so the decision is for the whole pool (each DC's
+        min and max added up), spread evenly over the DCs."""
+        dcs = list(self.config.dcs)
         name = self.config.worker.autoscale_queue
-        policy = scaling_policy(self.config)
+        per_dc = scaling_policy(self.config)
+        policy = dataclasses.replace(
+            per_dc,
+            min_workers=per_dc.min_workers * len(dcs),
+            max_workers=per_dc.max_workers * len(dcs),
+        )
         queue = open_queue(self.config.queue, self.paths.root)
         history: list[Recommendation] = []
         last_change: float | None = None
@@ -556,7 +564,7 @@ class Supervisor:
                 except QueueError as exc:
                     log.warning("autoscaler: queue stats failed", extra={"error": str(exc)})
                     continue
-                current = len(self.workers(dc))
+                current = sum(len(self.workers(dc)) for dc in dcs)
                 now = time.monotonic()
                 decision = decide_workers(
                     current, queue_load(stats, current), policy, history, last_change, now
@@ -569,17 +577,17 @@ class Supervisor:
                 last_change = now
                 log.info(
                     "autoscaling workers",
-                    extra={
-                        "dc": dc,
-                        "from": current,
-                        "to": decision.desired,
-                        "reason": decision.reason,
-                    },
+                    extra={"from": current, "to": decision.desired, "reason": decision.reason},
                 )
-                try:
-                    await self.scale_workers(dc, decision.desired)
-                except StartupError as exc:
-                    log.warning("autoscaler: could not add workers", extra={"error": str(exc)})
+                for dc, count in spread_workers(decision.desired, dcs).items():
+                    if count == len(self.workers(dc)):
+                        continue
+                    try:
+                        await self.scale_workers(dc, count)
+                    except StartupError as exc:
+                        log.warning(
+                            "autoscaler: could not add workers", extra={"dc": dc, "error": str(exc)}
+                        )
         finally:
             await queue.close()
 

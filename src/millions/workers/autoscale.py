@@ -153,3 +153,12 @@ def trim_history(
     """The recommendations still inside the scale-down window (keeps the history bounded)."""
     window_start = now - policy.scale_down_window_s
     return [r for r in history if r.at >= window_start]
+
+
+def spread_workers(total: int, places: Sequence[str]) -> dict[str, int]:
+    """`total` workers over `places` (data centers sharing one queue) as evenly as possible,
+    the first places taking the remainder."""
+    if not places:
+        raise ValueError("no place to run workers")
+    share, extra = divmod(max(total, 0), len(places))
+    return {place: share + (1 if i < extra else 0) for i, place in enumerate(places)}
