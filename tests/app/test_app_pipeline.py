@@ -280,3 +280,51 @@ def test_render_variants_handles_palette_and_transparent_images() -> None:
             "sharpen": (768, 1024),
             "blur": (768, 1024),
         }, (fmt, mode)
+
+
+async def test_a_photo_whose_jobs_were_never_published_is_requeued_by_the_sweep(
+    queue: MessageQueue, make_app: Callable[..., ASGIApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web server dies between storing the photo and publishing its jobs (simulated:
+    publishing raises); the sweep finds the row, publishes both jobs once, and the photo
+    gets processed and fanned out."""
+    from app_harness import BASE_URL, RoundRobinTransport, lifespan, with_state
+
+    from millions.app.feed import FEED_QUEUE
+    from millions.app.pipeline import requeue_stranded
+    from millions.app.state import STATE_KEY
+
+    async def killed(*_args: object) -> None:
+        raise RuntimeError("the web server died here")
+
+    app = make_app()
+    async with lifespan(app) as lifespan_state:
+        state = lifespan_state[STATE_KEY]
+        transport = RoundRobinTransport([with_state(app, lifespan_state)], False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            await sign_up(client, "unlucky")
+            lucky = (await upload(client, image_bytes("JPEG"))).json()  # published normally
+            await run_job(queue, await take_job(queue))
+            (lucky_fan_out,) = await queue.receive(FEED_QUEUE, wait_s=5)
+            await tasks.get(FEED_QUEUE)(lucky_fan_out)
+            assert await queue.ack(lucky_fan_out)
+            with monkeypatch.context() as patch:
+                patch.setattr("millions.app.uploads.submit_photo", killed)
+                failed = await upload(client, image_bytes("PNG"))
+            assert failed.status_code == 500
+            stranded, _ = (await client.get("/api/photos")).json()["photos"]
+            assert stranded["processed"] is False and stranded["id"] != lucky["id"]
+            assert await queue.receive(PHOTO_QUEUE, wait_s=0.2) == []
+
+            assert await requeue_stranded(state, older_than_s=60) == 0  # too recent to judge
+            assert await requeue_stranded(state, older_than_s=0) == 1  # not the lucky one
+            assert await requeue_stranded(state, older_than_s=0) == 0  # now marked queued
+            (fan_out,) = await queue.receive(FEED_QUEUE, wait_s=5)
+            assert fan_out.payload["photo_id"] == stranded["id"]
+            await tasks.get(FEED_QUEUE)(fan_out)
+            assert await queue.ack(fan_out)
+            await run_job(queue, await take_job(queue))
+            done = (await client.get(f"/api/photos/{stranded['id']}")).json()
+            assert done["processed"] is True
+            feed = (await client.get("/api/feed")).json()["photos"]
+            assert [p["id"] for p in feed] == [stranded["id"], lucky["id"]]

@@ -7,6 +7,8 @@ stateless web servers that share one data directory; queue workers running
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,7 +29,7 @@ from millions.app.headers import ServerHeadersMiddleware
 from millions.app.media import photo_image, photo_variant
 from millions.app.passwords import Passwords
 from millions.app.photo_files import PhotoFiles
-from millions.app.pipeline import queue_from_env
+from millions.app.pipeline import queue_from_env, requeue_forever
 from millions.app.rendering import Renderer
 from millions.app.settings import AppSettings, current_settings
 from millions.app.state import STATE_KEY, AppState
@@ -35,6 +37,12 @@ from millions.app.store import ShardedAppStore
 from millions.edge.links import CdnLinks
 
 log = logging.getLogger("millions.app")
+
+
+async def cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(
@@ -91,6 +99,17 @@ async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> Async
         cdn = CdnLinks.from_env()
         await cdn.start()
         resources.push_async_callback(cdn.close)
+        state = AppState(
+            settings=settings,
+            store=store,
+            files=PhotoFiles(settings.photos_dir),
+            passwords=passwords,
+            cdn=cdn,
+            queue=queue,
+        )
+        if queue is not None:
+            sweeper = asyncio.create_task(requeue_forever(state))
+            resources.push_async_callback(cancelled, sweeper)
         log.info(
             "app ready",
             extra={
@@ -100,11 +119,4 @@ async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> Async
                 "background_work": "queued" if queue is not None else "inline",
             },
         )
-        yield AppState(
-            settings=settings,
-            store=store,
-            files=PhotoFiles(settings.photos_dir),
-            passwords=passwords,
-            cdn=cdn,
-            queue=queue,
-        )
+        yield state

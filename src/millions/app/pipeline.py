@@ -11,6 +11,10 @@ Without `MILLIONS_QUEUE_URL` (the app on its own, or in tests) there is no queue
 publish to, so the web server does the work inline before answering; it does the same
 when publishing fails, so nothing waits for a job that was never queued.
 
+A photo is stored before its jobs are published; a web server killed in between leaves a
+photo whose row says it was never queued, and the sweep (`requeue_forever`, run by every
+web server with a queue) publishes its jobs later.
+
 Idempotent: a job whose photo is already processed (or deleted) does nothing; variant
 files are written atomically and only when missing; the processed flag is set after
 every file is in place. A redelivery or a second concurrent run therefore rewrites
@@ -23,6 +27,8 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeGuard
@@ -36,9 +42,13 @@ from millions.app.variants import VARIANTS, render_variants
 from millions.queue import MessageQueue, QueueConfig, QueueError, open_queue
 from millions.queue.base import Delivery
 from millions.queue.urls import QueueURLError, parse_queue_url
+from millions.shards import ShardError
 from millions.workers.registry import PermanentFailure, TaskRegistry
 
 PHOTO_QUEUE = "photo.process"
+STRANDED_AFTER_S = 30.0  # far longer than storing a photo and publishing its jobs takes
+SWEEP_INTERVAL_S = 15.0
+SWEEP_BATCH = 100
 QUEUE_URL_ENV = "MILLIONS_QUEUE_URL"
 
 log = logging.getLogger("millions.app")
@@ -91,7 +101,38 @@ async def submit_photo(state: AppState, photo: Photo) -> Photo:
         marked = await process_photo(state.store, state.files, photo.id)
 
     await queue_or_run(state, PHOTO_QUEUE, {"photo_id": photo.id}, str(photo.id), process_now)
+    await state.store.mark_queued(photo)
     return dataclasses.replace(photo, processed=True) if marked else photo
+
+
+async def requeue_stranded(state: AppState, older_than_s: float = STRANDED_AFTER_S) -> int:
+    """Publish the jobs of photos stored over `older_than_s` ago whose publishing never
+    happened (their web server died in between); how many photos were requeued.
+
+    Every web server sweeps, so two may requeue the same photo: both jobs are idempotent.
+    A queue that fails leaves the photos for the next sweep."""
+    if state.queue is None:
+        return 0
+    stranded = await state.store.stranded_photos(time.time() - older_than_s, SWEEP_BATCH)
+    for photo in stranded:
+        fan_out_job = {"action": "add", "photo_id": photo.id, "owner_id": photo.owner_id}
+        await state.queue.publish(FEED_QUEUE, fan_out_job, idempotency_key=f"add-{photo.id}")
+        await state.queue.publish(
+            PHOTO_QUEUE, {"photo_id": photo.id}, idempotency_key=str(photo.id)
+        )
+        await state.store.mark_queued(photo)
+        log.warning("requeued a stranded photo", extra={"photo_id": photo.id})
+    return len(stranded)
+
+
+async def requeue_forever(state: AppState, interval_s: float = SWEEP_INTERVAL_S) -> None:
+    """`requeue_stranded` every `interval_s` (with jitter, so web servers spread out)."""
+    while True:
+        await asyncio.sleep(interval_s * random.uniform(0.5, 1.5))
+        try:
+            await requeue_stranded(state)
+        except (QueueError, ShardError) as exc:
+            log.warning("sweep for stranded photos failed", extra={"error": str(exc)})
 
 
 async def submit_fan_out(state: AppState, action: FanOutAction, photo: Photo) -> None:

@@ -8,6 +8,10 @@ stored twice, once on each side's shard, so both "whom do I follow" and "who fol
 (the feed fan-out's question) are single-shard reads; the feed is denormalized: each
 entry carries what a feed page shows, so the page needs no join across shards.
 
+A photo row is also its own outbox entry: `queued` stays 0 until its jobs are published,
+so a web server killed between storing a photo and publishing its jobs leaves a row that
+`millions.app.pipeline.requeue_stranded` finds and publishes later.
+
 The SQL is shared by SQLite and PostgreSQL: BIGINT, TEXT and DOUBLE PRECISION mean the
 same in both, and flags are 0/1 integers.
 """
@@ -41,9 +45,11 @@ CREATE TABLE photos (
     sha256 TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
     processed BIGINT NOT NULL DEFAULT 0,
+    queued BIGINT NOT NULL DEFAULT 0,
     key_hash BIGINT NOT NULL,
     PRIMARY KEY (owner_id, id));
 CREATE INDEX photos_key_hash ON photos (key_hash);
+CREATE INDEX photos_unqueued ON photos (created_at) WHERE queued = 0;
 CREATE TABLE photo_owners (
     photo_id BIGINT PRIMARY KEY,
     owner_id BIGINT NOT NULL,

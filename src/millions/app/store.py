@@ -151,6 +151,14 @@ class AppStore(Protocol):
         already processed or does not exist."""
         ...
 
+    async def mark_queued(self, photo: Photo) -> None:
+        """Record that the photo's jobs are published (or done)."""
+        ...
+
+    async def stranded_photos(self, created_before: float, limit: int) -> list[Photo]:
+        """Photos stored before `created_before` whose jobs were never published."""
+        ...
+
     async def follow(self, follower: User, followee: User) -> bool:
         """Start following; False when `follower` already follows `followee`."""
         ...
@@ -282,6 +290,20 @@ class ShardedAppStore:
             )
             first = first and updated is not None
         return first
+
+    async def mark_queued(self, photo: Photo) -> None:
+        await self.router.update(
+            "photos", {"owner_id": photo.owner_id, "id": photo.id}, {"queued": 1}
+        )
+
+    async def stranded_photos(self, created_before: float, limit: int) -> list[Photo]:
+        rows = await self.router.scatter(
+            "SELECT * FROM photos WHERE queued = 0 AND created_at < $1 AND {owned}",
+            (created_before,),
+            order_by=("id",),
+            limit=limit,
+        )
+        return [Photo.from_row(row) for row in rows]
 
     # -- follows ---------------------------------------------------------------------------
 
