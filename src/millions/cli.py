@@ -683,6 +683,46 @@ def dc_undrain(
     _set_drained(name, False, config, run_dir)
 
 
+@dc_app.command("fail")
+def dc_fail(
+    name: Annotated[str, typer.Argument(help="data center, e.g. eu-west")],
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Fail a whole data center (chaos): SIGKILL every process of it and leave them down.
+    The geo DNS stops sending users there after its failed health checks; bring it back
+    with `millions dc restore NAME`."""
+    from millions.topology.control import ControlClient, ControlError
+
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        result = ControlClient(directory).request("POST", "/dc/fail", {"dc": name})
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+    killed = ", ".join(f"{component} (pid {pid})" for component, pid in result["killed"].items())
+    console.print(f"data center {name} failed: killed {killed or 'nothing'}; left down")
+
+
+@dc_app.command("restore")
+def dc_restore(
+    name: Annotated[str, typer.Argument(help="data center, e.g. eu-west")],
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Start the processes of a failed data center again and wait until they are healthy;
+    the geo DNS sends users back after its health checks pass."""
+    from millions.topology.control import ControlClient, ControlError
+
+    directory = resolve_run_dir(load_config(config), run_dir)
+    with console.status(f"starting the components of {name}…"):
+        try:
+            result = ControlClient(directory).request("POST", "/dc/restore", {"dc": name})
+        except ControlError as exc:
+            raise fail(str(exc)) from None
+    started = ", ".join(result["started"]) or "nothing was down"
+    console.print(f"data center {name} restored: {started}")
+
+
 def _set_drained(name: str, drained: bool, config: Path | None, run_dir: Path | None) -> None:
     from millions.dns.admin import DnsAdminError, drain_dc, undrain_dc
 

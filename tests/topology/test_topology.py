@@ -267,3 +267,37 @@ def test_an_app_that_cannot_be_imported_fails_start_up_fast_with_exit_2(tmp_path
     assert "config error: app: cannot import module 'no_such_module_xyz'" in result.stdout
     assert time.monotonic() - started < 20
     assert topo.cli("status").returncode == 1, "nothing left running"
+
+
+def test_a_failed_data_center_stays_down_until_restored(topology: Topology) -> None:
+    before = topology.status()
+    old_pids = {name: c["pid"] for name, c in before.items() if c.get("dc") == "test-dc"}
+    assert sorted(old_pids) == [
+        "edge-test",
+        "lb-test-dc",
+        "web-test-dc-1",
+        "web-test-dc-2",
+        "worker-test-dc-1",
+    ]
+
+    failed = topology.cli("dc", "fail", "test-dc")
+    assert failed.returncode == 0, failed.stderr
+    assert "left down" in failed.stdout
+    wait_for(
+        lambda: all(topology.status()[name]["state"] == "down" for name in old_pids),
+        10,
+        "every component of the DC to be down",
+    )
+    assert not any(pid_alive(int(pid)) for pid in old_pids.values())  # type: ignore[call-overload]
+    assert topology.status()["dns"]["state"] == "running"  # not part of any DC
+
+    restored = topology.cli("dc", "restore", "test-dc")
+    assert restored.returncode == 0, restored.stderr
+    after = topology.status()
+    for name, old_pid in old_pids.items():
+        assert after[name]["state"] == "running" and after[name]["pid"] != old_pid, name
+    assert httpx.get(f"{LB}/api/me", timeout=5).status_code == 401  # served again
+
+    unknown = topology.cli("dc", "fail", "nowhere")
+    assert unknown.returncode == 1
+    assert "no data center named 'nowhere'" in unknown.stderr

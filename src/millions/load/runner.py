@@ -80,6 +80,9 @@ class SimulatedUser:
     region: str | None = None
     source_address: str | None = None  # the client network it connects and resolves from
     answers: AnswerCache = field(default_factory=AnswerCache)
+    last_ok: bool | None = None  # the outcome of its latest request (None: none yet)
+    last_at: float = 0.0  # when that request ended (time.monotonic())
+    last_served_by: str | None = None  # the X-Served-By of that request
 
 
 class _Result(NamedTuple):
@@ -459,6 +462,8 @@ class LoadRunner:
             if failure is not None:
                 snippet = body[:MESSAGE_BODY_CHARS].decode("utf-8", "replace")
                 message = f"{method} {url} -> {status} [{served_by or '-'}]: {snippet}"
+        user.last_ok, user.last_at = failure is None, time.monotonic()
+        user.last_served_by = served_by
         self._stats.record(
             setup=setup,
             user_id=user.index,

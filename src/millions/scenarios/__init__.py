@@ -26,6 +26,7 @@ class Scenario:
 
 
 def registry() -> dict[str, Scenario]:
-    from millions.scenarios import queue, reshard, stateless
+    from millions.scenarios import failover, queue, reshard, stateless
 
-    return {s.name: s for s in (stateless.SCENARIO, queue.SCENARIO, reshard.SCENARIO)}
+    scenarios = (stateless.SCENARIO, queue.SCENARIO, reshard.SCENARIO, failover.SCENARIO)
+    return {s.name: s for s in scenarios}

@@ -34,7 +34,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ControlServer:
-    """Serves status, kill, scale and down for one supervisor."""
+    """Serves status, kill, scale, DC failure and restore, purge and down for one
+    supervisor."""
 
     def __init__(self, supervisor: Supervisor, on_down: Callable[[], None]) -> None:
         self.supervisor = supervisor
@@ -49,6 +50,8 @@ class ControlServer:
         app.router.add_post("/scale", self._scale)
         app.router.add_post("/down", self._down)
         app.router.add_post("/purge", self._purge)
+        app.router.add_post("/dc/fail", self._fail_dc)
+        app.router.add_post("/dc/restore", self._restore_dc)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -106,6 +109,28 @@ class ControlServer:
             )
         return web.json_response({"killed": name, "pid": pid})
 
+    def _unknown_dc(self, dc: str) -> web.Response:
+        dcs = ", ".join(self.supervisor.config.dcs)
+        return web.json_response(
+            {"error": f"no data center named {dc!r}; data centers: {dcs}"}, status=404
+        )
+
+    async def _fail_dc(self, request: web.Request) -> web.Response:
+        dc = str((await self._body(request)).get("dc", ""))
+        try:
+            return web.json_response({"dc": dc, "killed": self.supervisor.fail_dc(dc)})
+        except KeyError:
+            return self._unknown_dc(dc)
+
+    async def _restore_dc(self, request: web.Request) -> web.Response:
+        dc = str((await self._body(request)).get("dc", ""))
+        try:
+            return web.json_response({"dc": dc, "started": await self.supervisor.restore_dc(dc)})
+        except KeyError:
+            return self._unknown_dc(dc)
+        except StartupError as exc:
+            return web.json_response({"error": str(exc)}, status=500)
+
     async def _scale(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         dc = str(body.get("dc", ""))
@@ -115,10 +140,7 @@ class ControlServer:
         try:
             result = await self.supervisor.scale(dc, web_count)
         except KeyError:
-            dcs = ", ".join(self.supervisor.config.dcs)
-            return web.json_response(
-                {"error": f"no data center named {dc!r}; data centers: {dcs}"}, status=404
-            )
+            return self._unknown_dc(dc)
         except (ValueError, StartupError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)

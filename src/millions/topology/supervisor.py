@@ -451,6 +451,28 @@ class Supervisor:
             raise KeyError(name)
         return managed.kill(restart)
 
+    def dc_processes(self, dc: str) -> list[ManagedProcess]:
+        """Every component of data center `dc` (KeyError for an unknown DC)."""
+        if dc not in self.config.dcs:
+            raise KeyError(dc)
+        return [m for m in self._ordered() if m.spec.dc == dc]
+
+    def fail_dc(self, dc: str) -> dict[str, int | None]:
+        """A data center failure (chaos): SIGKILL every process of `dc` and leave them
+        down, as a power cut would; the pids killed by component name."""
+        return {m.spec.name: m.kill(restart=False) for m in self.dc_processes(dc)}
+
+    async def restore_dc(self, dc: str) -> list[str]:
+        """Start again the components of `dc` that are down (after `fail_dc` or `kill
+        --no-restart`), in start order, and wait until they are healthy."""
+        down = [m for m in self.dc_processes(dc) if m.state is ComponentState.DOWN]
+        for kind in START_ORDER:
+            group = [m for m in down if m.spec.kind == kind]
+            for managed in group:
+                await managed.start()
+            await asyncio.gather(*(self._wait_healthy(m) for m in group))
+        return [m.spec.name for m in down]
+
     def web_servers(self, dc: str) -> list[ManagedProcess]:
         return sorted(
             (m for m in self.processes.values() if m.spec.kind == "web" and m.spec.dc == dc),
