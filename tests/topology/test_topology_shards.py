@@ -1,0 +1,105 @@
+"""The app's data on the shards in a running topology: `up` migrates the shards first,
+and with `shards.hot.auto_split` the supervisor splits a hot range while users write."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from topology_harness import Topology, running_topology, wait_for
+
+pytestmark = pytest.mark.timeout(150)
+
+LB = "http://127.0.73.1:8080"
+CONFIG = """
+[dcs.test-dc]
+subnet = "127.0.73"
+web = 1
+
+[lb]
+health_interval_s = 0.2
+
+[dns]
+host = "127.0.73.53"
+
+[edge]
+enabled = false
+
+[shards.hot]
+auto_split = true
+threshold_ops_s = 50
+window_s = 2
+report_interval_s = 0.2
+autosplit_interval_s = 0.5
+split_cooldown_s = 60
+cleanup_after_s = 0.5
+"""
+
+
+def shards_status(topology: Topology) -> dict[str, object]:
+    result = topology.cli("shards", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status: dict[str, object] = json.loads(result.stdout)
+    return status
+
+
+def test_up_migrates_the_shards_and_a_hot_range_splits_itself(tmp_path: Path) -> None:
+    with running_topology(tmp_path, CONFIG) as topology:
+        status = shards_status(topology)
+        shards = status["shards"]
+        assert isinstance(shards, list)
+        assert sorted(s["name"] for s in shards) == ["s1", "s2"]
+        assert all(s["migrations"] == [1] for s in shards)  # the app's schema, by `up`
+
+        stop = threading.Event()
+        errors: list[str] = []
+        names = [f"profile{i}" for i in range(24)]
+        with httpx.Client(base_url=LB, timeout=10) as client:
+            for name in names:  # each user's rows land on the shard owning their id
+                signed = client.post(
+                    "/api/signup", json={"username": name, "password": "correct horse"}
+                )
+                assert signed.status_code == 201, signed.text
+                client.cookies.clear()
+
+        def visitor() -> None:
+            """Many keys, each well under the threshold, a range well over it."""
+            with httpx.Client(base_url=LB, timeout=10) as client:
+                for n in itertools.cycle(range(len(names))):
+                    if stop.is_set():
+                        return
+                    response = client.get(f"/api/users/{names[n]}")
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code} {response.text[:80]}")
+
+        thread = threading.Thread(target=visitor)
+        thread.start()
+        try:
+            wait_for(
+                lambda: len(shards_status(topology)["shards"]) == 3,  # type: ignore[arg-type]
+                90,
+                "the supervisor to split the hot range onto a third shard",
+            )
+            wait_for(
+                lambda: (
+                    (shards_status(topology).get("operation") or {}).get("phase")  # type: ignore[union-attr]
+                    == "completed"
+                ),
+                30,
+                "the automatic split to be cleaned up",
+            )
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+        assert errors == []
+        with httpx.Client(base_url=LB, timeout=10) as client:
+            for name in names:  # every user is found on whichever shard owns them now
+                login = client.post(
+                    "/api/login", json={"username": name, "password": "correct horse"}
+                )
+                assert login.status_code == 200, (name, login.text)
+                client.cookies.clear()
