@@ -14,17 +14,17 @@ from topology_harness import Topology, running_topology, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
-LB = "http://127.0.73.1:8080"
+LB = "http://127.0.69.1:8080"
 CONFIG = """
 [dcs.test-dc]
-subnet = "127.0.73"
+subnet = "127.0.69"
 web = 1
 
 [lb]
 health_interval_s = 0.2
 
 [dns]
-host = "127.0.73.53"
+host = "127.0.69.53"
 
 [edge]
 enabled = false
