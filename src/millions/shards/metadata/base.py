@@ -1,6 +1,7 @@
 """The metadata store: the shard map (every version), the shard registry, id sequences, the
-resharding operation record and hot-key load reports — what every router and operator
-process must agree on. Engines: one SQLite file (embedded) or a PostgreSQL schema.
+resharding operation record, hot-key load reports and the cross-DC placement (which data
+center's copy of each shard is the primary) — what every router and operator process must
+agree on. Engines: one SQLite file (embedded) or a PostgreSQL schema.
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ class MetadataStore(Protocol):
 
     async def load_reports(self, newer_than: float) -> list[dict[str, Any]]:
         """Reports stored after `newer_than` (unix time), one per reporting process."""
+        ...
+
+    async def current_placement(self) -> tuple[int, dict[str, Any]] | None:
+        """The newest cross-DC placement (version, record), or None before there is one."""
+        ...
+
+    async def publish_placement(self, version: int, record: dict[str, Any], reason: str) -> None:
+        """Publish a placement record as `version`, which must be the current one plus 1
+        (MapConflictError otherwise), like `publish` for maps."""
         ...
 
     async def close(self) -> None: ...

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS _millions_operations (
     started_at double precision NOT NULL, updated_at double precision NOT NULL);
 CREATE TABLE IF NOT EXISTS _millions_load_reports (
     reporter text PRIMARY KEY, at double precision NOT NULL, report text NOT NULL);
+CREATE TABLE IF NOT EXISTS _millions_placements (
+    version bigint PRIMARY KEY, placement text NOT NULL, reason text NOT NULL,
+    at double precision NOT NULL);
 """
 _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
@@ -256,6 +259,36 @@ class PostgresMetadataStore:
             )
         )
         return [json.loads(r["report"]) for r in rows]
+
+    async def current_placement(self) -> tuple[int, dict[str, Any]] | None:
+        row = await self._call(
+            lambda pool: pool.fetchrow(
+                "SELECT version, placement FROM _millions_placements ORDER BY version DESC LIMIT 1"
+            )
+        )
+        return None if row is None else (int(row["version"]), json.loads(row["placement"]))
+
+    async def publish_placement(self, version: int, record: dict[str, Any], reason: str) -> None:
+        try:
+            status: str = await self._call(
+                lambda pool: pool.execute(
+                    "INSERT INTO _millions_placements (version, placement, reason, at)"
+                    " SELECT $1, $2, $3, $4"
+                    " WHERE (SELECT coalesce(max(version), 0) FROM _millions_placements) = $5",
+                    version,
+                    json.dumps(record, sort_keys=True),
+                    reason,
+                    time.time(),
+                    version - 1,
+                )
+            )
+        except asyncpg.UniqueViolationError:
+            status = "INSERT 0 0"
+        if status != "INSERT 0 1":
+            raise MapConflictError(
+                f"cannot publish placement version {version}: the current version is not its "
+                "predecessor (another process changed the placement)"
+            )
 
     async def close(self) -> None:
         self._closed = True

@@ -43,6 +43,9 @@ _SCHEMA = (
     " started_at REAL NOT NULL, updated_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS _millions_load_reports ("
     " reporter TEXT PRIMARY KEY, at REAL NOT NULL, report TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _millions_placements ("
+    " version INTEGER PRIMARY KEY, placement TEXT NOT NULL, reason TEXT NOT NULL,"
+    " at REAL NOT NULL)",
 )
 
 
@@ -272,6 +275,40 @@ class SqliteMetadataStore:
             ).fetchall()
         )
         return [json.loads(r["report"]) for r in rows]
+
+    async def current_placement(self) -> tuple[int, dict[str, Any]] | None:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT version, placement FROM _millions_placements ORDER BY version DESC LIMIT 1"
+            ).fetchall()
+        )
+        return (int(rows[0]["version"]), json.loads(rows[0]["placement"])) if rows else None
+
+    async def publish_placement(self, version: int, record: dict[str, Any], reason: str) -> None:
+        text = json.dumps(record, sort_keys=True)
+
+        def publish(db: sqlite3.Connection) -> int:
+            return transaction(
+                db,
+                lambda: (
+                    db.execute(
+                        "INSERT INTO _millions_placements (version, placement, reason, at)"
+                        " SELECT ?, ?, ?, ? WHERE"
+                        " (SELECT coalesce(max(version), 0) FROM _millions_placements) = ?",
+                        (version, text, reason, time.time(), version - 1),
+                    ).rowcount
+                ),
+            )
+
+        try:
+            inserted = await self._run(publish)
+        except sqlite3.IntegrityError:
+            inserted = 0
+        if inserted != 1:
+            raise MapConflictError(
+                f"cannot publish placement version {version}: the current version is not its "
+                "predecessor (another process changed the placement)"
+            )
 
     async def close(self) -> None:
         await self._worker.close()

@@ -9,6 +9,9 @@ A shard keeps, next to the app's tables, three tables of its own:
   with a sequence number that grows in commit order. Resharding catches up from it; it is
   read with `changes_since`.
 - `_millions_migrations`: the app migrations applied to this shard.
+- `_millions_replication`: on a copy that is a replica of another copy (in another data
+  center), how far it has applied that copy's change log, updated in the same transaction
+  as the rows applied (see `ReplicaStep`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from millions.shards.errors import ShardError
 from millions.shards.keyspace import KeyRange, covers_all, from_stored_hash, normalize
 from millions.shards.rows import RangeDigest, Row, decode_row
 from millions.shards.schema import ShardSchema, TableSpec
@@ -25,7 +29,12 @@ from millions.shards.schema import ShardSchema, TableSpec
 WriteOp = Literal["insert", "upsert", "update", "delete"]
 ChangeOp = Literal["insert", "upsert", "update", "delete"]
 
-SYSTEM_TABLES = ("_millions_fence", "_millions_changelog", "_millions_migrations")
+SYSTEM_TABLES = (
+    "_millions_fence",
+    "_millions_changelog",
+    "_millions_migrations",
+    "_millions_replication",
+)
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,43 @@ class Change:
         )
 
 
+class PromotedCopyError(ShardError):
+    """Replicated changes reached a copy whose fence owns ranges: it serves (it was
+    promoted), so an applier that has not noticed yet must not overwrite its writes."""
+
+    def __init__(self, shard: str, version: int) -> None:
+        super().__init__(
+            f"shard copy {shard} owns ranges (fence version {version}): it is a primary now "
+            "and takes no replicated changes"
+        )
+
+
+class ReplicationConflictError(ShardError):
+    """The copy's recorded replication position is not the one the applier read: another
+    applier moved it (or took the copy over), so this one must re-read before applying."""
+
+
+@dataclass(frozen=True)
+class ReplicaStep:
+    """Makes a write a replicated one: applied only while the copy serves nothing and its
+    recorded position for `origin` is still `expected` (None: none recorded yet), and moving
+    that position to `position` in the same transaction as the rows. `clear` names tables
+    emptied (without logging) in that transaction before the writes: a replica about to be
+    filled again by a snapshot copy."""
+
+    origin: str
+    expected: int | None
+    position: int
+    clear: tuple[TableSpec, ...] = ()
+
+
 class ShardStorage(Protocol):
     """One shard's database. Both engines pass tests/shards/test_shard_storage_contract.py."""
 
     location: ShardLocation
+    last_written_seq: int
+    """The highest change-log sequence a write through this object committed (0: none);
+    it only grows, so right after a write returns it is at least that write's position."""
 
     @property
     def name(self) -> str: ...
@@ -163,11 +205,20 @@ class ShardStorage(Protocol):
         """Record the ranges this shard owns; waits for writes in flight to finish first."""
         ...
 
-    async def write(self, writes: Sequence[RowWrite], *, fenced: bool = True) -> list[Row | None]:
+    async def write(
+        self,
+        writes: Sequence[RowWrite],
+        *,
+        fenced: bool = True,
+        replica: ReplicaStep | None = None,
+    ) -> list[Row | None]:
         """Apply the writes in one transaction and append one change-log row per row
         written. When `fenced`, any key the fence does not own is refused (StaleMapError);
-        replication (copy, catch-up) writes unfenced. Returns each write's row image (None:
-        an update or delete found no row)."""
+        resharding (copy, catch-up) writes unfenced. With `replica` the writes are unfenced
+        but refused unless the copy owns no range (PromotedCopyError) and its position for
+        `replica.origin` is `replica.expected` (ReplicationConflictError); the position
+        moves to `replica.position` in the same transaction. Returns each write's row image
+        (None: an update or delete found no row)."""
         ...
 
     async def fetch(
@@ -177,9 +228,20 @@ class ShardStorage(Protocol):
         *,
         keyspace_id: int | None = None,
         ranges: Sequence[KeyRange] = (),
+        fenced: bool = True,
     ) -> list[Row]:
         """Run a read after checking the fence owns `keyspace_id` and every one of `ranges`
-        (StaleMapError otherwise)."""
+        (StaleMapError otherwise); `fenced=False` skips the check (reads of a replica, whose
+        fence owns nothing)."""
+        ...
+
+    async def replica_position(self, origin: str) -> int | None:
+        """How far this copy has applied `origin`'s change log (None: never recorded)."""
+        ...
+
+    async def replica_progress(self, origin: str) -> tuple[int, float] | None:
+        """(position for `origin`, unix time of the last replicated write that recorded
+        it), or None: whether a copier's claim is still being worked on."""
         ...
 
     async def changes_since(

@@ -34,7 +34,15 @@ from millions.shards.errors import (
 from millions.shards.keyspace import KeyRange
 from millions.shards.rows import RangeDigest, Row
 from millions.shards.schema import ShardSchema, TableSpec, check_identifier
-from millions.shards.storage.base import Change, Fence, RowWrite, ShardLocation
+from millions.shards.storage.base import (
+    Change,
+    Fence,
+    PromotedCopyError,
+    ReplicaStep,
+    ReplicationConflictError,
+    RowWrite,
+    ShardLocation,
+)
 from millions.shards.storage.writes import change_record, write_statement
 
 CONNECT_TIMEOUT_S = 5.0
@@ -73,15 +81,24 @@ CREATE TABLE IF NOT EXISTS _millions_migrations (
     version integer PRIMARY KEY,
     name text NOT NULL,
     applied_at double precision NOT NULL);
+CREATE TABLE IF NOT EXISTS _millions_replication (
+    origin text PRIMARY KEY,
+    seq bigint NOT NULL,
+    at double precision NOT NULL);
 """
 _READ_FENCE = "SELECT ranges, map_version FROM _millions_fence WHERE id = 1"
 _LOG_CHANGE = (
     "WITH next AS (UPDATE _millions_changelog_seq SET seq = seq + 1 WHERE id = 1 RETURNING seq)"
     " INSERT INTO _millions_changelog (seq, key_hash, table_name, op, pk, row_image, at)"
-    " SELECT next.seq, $1, $2, $3, $4, $5, $6 FROM next"
+    " SELECT next.seq, $1, $2, $3, $4, $5, $6 FROM next RETURNING seq"
 )
 _CHANGES = "SELECT seq, key_hash, table_name, op, pk, row_image, at FROM _millions_changelog"
 _LAST_SEQ = "SELECT seq FROM _millions_changelog_seq WHERE id = 1"
+_REPLICA_POSITION = "SELECT seq FROM _millions_replication WHERE origin = $1"
+_SET_REPLICA_POSITION = (
+    "INSERT INTO _millions_replication (origin, seq, at) VALUES ($1, $2, $3)"
+    " ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, at = excluded.at"
+)
 
 
 def _plain(record: Any) -> Row:
@@ -106,6 +123,7 @@ class PostgresShardStorage:
         self._opening = asyncio.Lock()
         self._closed = False
         self._fence_cache: tuple[str, int, Fence] | None = None
+        self.last_written_seq = 0
 
     @property
     def name(self) -> str:
@@ -165,13 +183,24 @@ class PostgresShardStorage:
             )
         )
 
-    async def write(self, writes: Sequence[RowWrite], *, fenced: bool = True) -> list[Row | None]:
+    async def write(
+        self,
+        writes: Sequence[RowWrite],
+        *,
+        fenced: bool = True,
+        replica: ReplicaStep | None = None,
+    ) -> list[Row | None]:
         prepared = [(w, *write_statement(w)) for w in writes]
 
         async def write(pool: asyncpg.Pool) -> list[Row | None]:
             images: list[Row | None] = []
+            newest = 0
             async with pool.acquire() as db, db.transaction():
-                if fenced:
+                if replica is not None:
+                    await self._check_replica_step(db, replica)
+                    for table in replica.clear:
+                        await db.execute(f"DELETE FROM {statements.quote(table.name)}")
+                elif fenced:
                     fence = self._parse_fence(await db.fetchrow(_READ_FENCE + " FOR SHARE"))
                     for item in writes:
                         if not fence.owns(item.keyspace_id):
@@ -188,8 +217,13 @@ class PostgresShardStorage:
                         raise QueryError(f"{item.table.name}: {exc}") from None
                     image: Row | None = dict(found[0]) if found else None
                     if image is not None:
-                        await db.execute(_LOG_CHANGE, *change_record(item, image, now))
+                        newest = int(
+                            await db.fetchval(_LOG_CHANGE, *change_record(item, image, now))
+                        )
                     images.append(image)
+                if replica is not None:
+                    await db.execute(_SET_REPLICA_POSITION, replica.origin, replica.position, now)
+            self.last_written_seq = max(self.last_written_seq, newest)
             return images
 
         return await self._call(write)
@@ -201,9 +235,31 @@ class PostgresShardStorage:
         *,
         keyspace_id: int | None = None,
         ranges: Sequence[KeyRange] = (),
+        fenced: bool = True,
     ) -> list[Row]:
+        if fenced and keyspace_id is not None and not ranges:
+            # A single-key read: fence check and read in one statement (one round trip).
+            fenced_query = statements.fenced_read(sql, "postgres")
+            owned_id = keyspace_id
+
+            async def fetch_owned(pool: asyncpg.Pool) -> list[Row]:
+                records = await pool.fetch(fenced_query, *params)
+                found = statements.split_fenced_read([_plain(row) for row in records])
+                if found is None:
+                    raise ShardError(
+                        f"shard {self.name} is not initialized; run the shard migrations"
+                    )
+                fence = self._parse_fence({"ranges": found[0], "map_version": found[1]})
+                if not fence.owns(owned_id):
+                    raise StaleMapError(self.name, fence.version, f"keyspace id {owned_id:#018x}")
+                return found[2]
+
+            return await self._call(fetch_owned)
+
         async def fetch(pool: asyncpg.Pool) -> list[Row]:
             async with pool.acquire() as db:
+                if not fenced:
+                    return [_plain(row) for row in await db.fetch(sql, *params)]
                 fence = self._parse_fence(await db.fetchrow(_READ_FENCE))
                 if keyspace_id is not None and not fence.owns(keyspace_id):
                     raise StaleMapError(
@@ -233,6 +289,18 @@ class PostgresShardStorage:
 
     async def last_seq(self) -> int:
         return int(await self._call(lambda pool: pool.fetchval(_LAST_SEQ)))
+
+    async def replica_position(self, origin: str) -> int | None:
+        found = await self._call(lambda pool: pool.fetchval(_REPLICA_POSITION, origin))
+        return None if found is None else int(found)
+
+    async def replica_progress(self, origin: str) -> tuple[int, float] | None:
+        row = await self._call(
+            lambda pool: pool.fetchrow(
+                "SELECT seq, at FROM _millions_replication WHERE origin = $1", origin
+            )
+        )
+        return None if row is None else (int(row["seq"]), float(row["at"]))
 
     async def scan(
         self, table: TableSpec, key_range: KeyRange, after: Sequence[Any] | None, limit: int
@@ -290,6 +358,25 @@ class PostgresShardStorage:
             await pool.close()
 
     # -- plumbing --------------------------------------------------------------------------
+
+    async def _check_replica_step(self, db: asyncpg.Connection, step: ReplicaStep) -> None:
+        """Inside the write's transaction: the fence row `FOR SHARE` (a promotion's fence
+        update waits for this apply, and applies after it see the new fence) and a lock on
+        the copy's position for the origin (two appliers take turns, even before the
+        position's row exists)."""
+        fence = self._parse_fence(await db.fetchrow(_READ_FENCE + " FOR SHARE"))
+        if fence.ranges:
+            raise PromotedCopyError(self.name, fence.version)
+        await db.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            f"millions_replica:{self.schema}:{step.origin}",
+        )
+        found = await db.fetchval(_REPLICA_POSITION, step.origin)
+        if (None if found is None else int(found)) != step.expected:
+            raise ReplicationConflictError(
+                f"shard copy {self.name}: position for {step.origin} is {found}, "
+                f"not {step.expected}"
+            )
 
     async def _lock(self, db: asyncpg.Connection) -> None:
         await db.execute(

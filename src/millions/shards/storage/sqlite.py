@@ -30,7 +30,15 @@ from millions.shards.keyspace import KeyRange
 from millions.shards.rows import RangeDigest, Row
 from millions.shards.schema import ShardSchema, TableSpec
 from millions.shards.sqlite_worker import SqliteWorker, transaction
-from millions.shards.storage.base import Change, Fence, RowWrite, ShardLocation
+from millions.shards.storage.base import (
+    Change,
+    Fence,
+    PromotedCopyError,
+    ReplicaStep,
+    ReplicationConflictError,
+    RowWrite,
+    ShardLocation,
+)
 from millions.shards.storage.writes import change_record, write_statement
 
 T = TypeVar("T")
@@ -53,6 +61,10 @@ _SYSTEM_SCHEMA = (
     " version INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL,"
     " applied_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _millions_replication ("
+    " origin TEXT PRIMARY KEY,"
+    " seq INTEGER NOT NULL,"
+    " at REAL NOT NULL)",
 )
 _READ_FENCE = "SELECT ranges, map_version FROM _millions_fence WHERE id = 1"
 _SET_FENCE = "UPDATE _millions_fence SET ranges = ?, map_version = ? WHERE id = 1"
@@ -62,6 +74,11 @@ _LOG_CHANGE = (
 )
 _CHANGES = "SELECT seq, key_hash, table_name, op, pk, row_image, at FROM _millions_changelog"
 _LAST_SEQ = "SELECT coalesce(max(seq), 0) AS seq FROM _millions_changelog"
+_REPLICA_POSITION = "SELECT seq FROM _millions_replication WHERE origin = ?"
+_SET_REPLICA_POSITION = (
+    "INSERT INTO _millions_replication (origin, seq, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq, at = excluded.at"
+)
 _UNAVAILABLE = {
     "SQLITE_BUSY",
     "SQLITE_LOCKED",
@@ -99,6 +116,7 @@ class SqliteShardStorage:
         self.path = Path(location.path)
         self._worker = SqliteWorker(self.path, f"shard-{location.name}")
         self._fence_cache: tuple[str, int, Fence] | None = None
+        self.last_written_seq = 0
 
     @property
     def name(self) -> str:
@@ -156,7 +174,13 @@ class SqliteShardStorage:
 
         await self._run(set_fence)
 
-    async def write(self, writes: Sequence[RowWrite], *, fenced: bool = True) -> list[Row | None]:
+    async def write(
+        self,
+        writes: Sequence[RowWrite],
+        *,
+        fenced: bool = True,
+        replica: ReplicaStep | None = None,
+    ) -> list[Row | None]:
         prepared = [
             (w, statements.to_sqlite(sql), params)
             for w in writes
@@ -164,8 +188,12 @@ class SqliteShardStorage:
         ]
 
         def write(db: sqlite3.Connection) -> list[Row | None]:
-            def body() -> list[Row | None]:
-                if fenced:
+            def body() -> tuple[list[Row | None], int]:
+                if replica is not None:
+                    self._check_replica_step(db, replica)
+                    for table in replica.clear:
+                        db.execute(f"DELETE FROM {statements.quote(table.name)}")
+                elif fenced:
                     fence = self._read_fence(db)
                     for item in writes:
                         if not fence.owns(item.keyspace_id):
@@ -174,6 +202,7 @@ class SqliteShardStorage:
                             )
                 now = time.time()
                 images: list[Row | None] = []
+                newest = 0
                 for item, sql, params in prepared:
                     try:
                         found = db.execute(sql, params).fetchall()
@@ -183,11 +212,16 @@ class SqliteShardStorage:
                         raise QueryError(f"{item.table.name}: {exc}") from None
                     image: Row | None = found[0] if found else None
                     if image is not None:
-                        db.execute(_LOG_CHANGE, change_record(item, image, now))
+                        logged = db.execute(_LOG_CHANGE, change_record(item, image, now))
+                        newest = logged.lastrowid or newest
                     images.append(image)
-                return images
+                if replica is not None:
+                    db.execute(_SET_REPLICA_POSITION, (replica.origin, replica.position, now))
+                return images, newest
 
-            return transaction(db, body)
+            images, newest = transaction(db, body)
+            self.last_written_seq = max(self.last_written_seq, newest)
+            return images
 
         return await self._run(write)
 
@@ -198,12 +232,31 @@ class SqliteShardStorage:
         *,
         keyspace_id: int | None = None,
         ranges: Sequence[KeyRange] = (),
+        fenced: bool = True,
     ) -> list[Row]:
-        query = statements.to_sqlite(sql)
         values = tuple(params)
+        if fenced and keyspace_id is not None and not ranges:
+            # A single-key read: fence check and read in one statement (one snapshot).
+            fenced_query = statements.to_sqlite(statements.fenced_read(sql, "sqlite"))
+            owned_id = keyspace_id
+
+            def fetch_owned(db: sqlite3.Connection) -> list[Row]:
+                found = statements.split_fenced_read(db.execute(fenced_query, values).fetchall())
+                if found is None:
+                    raise self._uninitialized()
+                fence = self._cached_fence(found[0], found[1])
+                if not fence.owns(owned_id):
+                    raise StaleMapError(self.name, fence.version, f"keyspace id {owned_id:#018x}")
+                return found[2]
+
+            return await self._run(fetch_owned)
+        query = statements.to_sqlite(sql)
 
         def fetch(db: sqlite3.Connection) -> list[Row]:
             def body() -> list[Row]:
+                if not fenced:
+                    unchecked: list[Row] = db.execute(query, values).fetchall()
+                    return unchecked
                 fence = self._read_fence(db)
                 if keyspace_id is not None and not fence.owns(keyspace_id):
                     raise StaleMapError(
@@ -237,6 +290,18 @@ class SqliteShardStorage:
     async def last_seq(self) -> int:
         rows = await self._run(lambda db: db.execute(_LAST_SEQ).fetchall())
         return int(rows[0]["seq"])
+
+    async def replica_position(self, origin: str) -> int | None:
+        rows = await self._run(lambda db: db.execute(_REPLICA_POSITION, (origin,)).fetchall())
+        return int(rows[0]["seq"]) if rows else None
+
+    async def replica_progress(self, origin: str) -> tuple[int, float] | None:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT seq, at FROM _millions_replication WHERE origin = ?", (origin,)
+            ).fetchall()
+        )
+        return (int(rows[0]["seq"]), float(rows[0]["at"])) if rows else None
 
     async def scan(
         self, table: TableSpec, key_range: KeyRange, after: Sequence[Any] | None, limit: int
@@ -300,11 +365,28 @@ class SqliteShardStorage:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _check_replica_step(self, db: sqlite3.Connection, step: ReplicaStep) -> None:
+        fence = self._read_fence(db)
+        if fence.ranges:
+            raise PromotedCopyError(self.name, fence.version)
+        rows = db.execute(_REPLICA_POSITION, (step.origin,)).fetchall()
+        found = int(rows[0]["seq"]) if rows else None
+        if found != step.expected:
+            raise ReplicationConflictError(
+                f"shard copy {self.name}: position for {step.origin} is {found}, "
+                f"not {step.expected}"
+            )
+
     def _read_fence(self, db: sqlite3.Connection) -> Fence:
         rows = db.execute(_READ_FENCE).fetchall()
         if not rows:
-            raise ShardError(f"shard {self.name} is not initialized; run the shard migrations")
-        text, version = rows[0]["ranges"], int(rows[0]["map_version"])
+            raise self._uninitialized()
+        return self._cached_fence(rows[0]["ranges"], int(rows[0]["map_version"]))
+
+    def _uninitialized(self) -> ShardError:
+        return ShardError(f"shard {self.name} is not initialized; run the shard migrations")
+
+    def _cached_fence(self, text: str, version: int) -> Fence:
         cached = self._fence_cache
         if cached is not None and cached[0] == text and cached[1] == version:
             return cached[2]
