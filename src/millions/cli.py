@@ -587,7 +587,9 @@ def worker(
     settings = load_config(config)
     directory = resolve_run_dir(settings, run_dir)
     metrics_address = parse_address(metrics, "--metrics") if metrics else None
-    export_data_locations(settings.shards, directory)
+    export_data_locations(
+        settings.shards, directory, list(settings.dcs) if settings.replicates else []
+    )
     try:
         run(
             tasks,
@@ -601,6 +603,43 @@ def worker(
     except (TaskImportError, QueueURLError, ValueError) as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def replicator(
+    dc: Annotated[str, typer.Option(help="the data center whose shard copies to keep current")],
+    name: Annotated[str, typer.Option(help="component name for logs")] = "replicator",
+    metrics: Annotated[
+        str | None, typer.Option(help="loopback HOST:PORT for /metrics and /healthz")
+    ] = None,
+    log_file: LogFileOption = None,
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Run one data center's shard replicator: copy each shard whose primary is in another
+    DC into this DC, then follow the primary's change log (lag on /metrics). The shards
+    must be migrated (`millions up` does it). SIGTERM stops it after the transaction in
+    flight."""
+    import uvloop
+
+    from millions.shards.errors import ShardError
+    from millions.shards.replication.process import serve
+    from millions.telemetry import logs
+
+    settings = load_config(config)
+    if len(settings.dcs) < 2 or dc not in settings.dcs:
+        raise fail(
+            f"--dc must name one of two or more data centers; the config has "
+            f"{', '.join(settings.dcs)}",
+            code=2,
+        )
+    listen = parse_address(metrics, "--metrics") if metrics else None
+    directory = resolve_run_dir(settings, run_dir)
+    logs.configure(name, log_file)
+    try:
+        uvloop.run(serve(settings.shards, directory, dc, list(settings.dcs), listen=listen))
+    except (ShardError, ValueError) as exc:
+        raise fail(f"replicator: {exc}", code=2) from None
 
 
 @app.command()
@@ -721,6 +760,38 @@ def dc_restore(
             raise fail(str(exc)) from None
     started = ", ".join(result["started"]) or "nothing was down"
     console.print(f"data center {name} restored: {started}")
+    failback = result.get("failback")
+    if failback:
+        console.print(
+            f"its shard copies caught up in {failback['caught_up_s']}s; switched back: "
+            f"{', '.join(failback['switched_back']) or 'none'} (longest write pause "
+            f"{failback['max_write_pause_ms']} ms)"
+        )
+
+
+@dc_app.command("failover")
+def dc_failover(
+    name: Annotated[str, typer.Argument(help="the failed data center, e.g. eu-west")],
+    config: ConfigOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Promote replicas in the other data centers for every shard whose primary is in NAME
+    (the supervisor also does it by itself once every process of NAME has been down for
+    `replication.failover_after_s`). Prints the writes lost: those the replicas never got."""
+    from millions.topology.control import ControlClient, ControlError
+
+    directory = resolve_run_dir(load_config(config), run_dir)
+    try:
+        report = ControlClient(directory).request("POST", "/dc/failover", {"dc": name})
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+    for line in report["report"]:
+        console.print(line)
+    unknown = report["unknown_losses"]
+    console.print(
+        f"writes lost: {report['writes_lost']}"
+        + (f" (and unknown for {', '.join(unknown)})" if unknown else "")
+    )
 
 
 def _set_drained(name: str, drained: bool, config: Path | None, run_dir: Path | None) -> None:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from millions.topology.components import initial_specs
+from millions.topology.components import RunPaths, initial_specs
+from millions.topology.components import command as component_command
 from millions.topology.config import ConfigError, MillionsConfig, load, parse, to_toml
 
 
@@ -21,6 +22,8 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_two_web_servers_a_work
     specs = initial_specs(config)
     names = [s.name for s in specs]
     assert names == [
+        "replicator-us-east",
+        "replicator-eu-west",
         "web-us-east-1",
         "web-us-east-2",
         "web-eu-west-1",
@@ -33,7 +36,7 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_two_web_servers_a_work
         "edge-eu",
         "dns",
     ]
-    worker = specs[4]
+    worker = specs[6]
     assert (worker.address, worker.health_url) == (
         "127.0.1.101:9100",
         "http://127.0.1.101:9100/healthz",
@@ -43,6 +46,18 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_two_web_servers_a_work
     hosts = [s.host for s in specs]
     assert len(set(hosts)) == len(hosts), "every component has its own loopback address"
     assert all(h.startswith("127.") for h in hosts)
+    replicator = specs[1]
+    assert (replicator.address, replicator.dc) == ("127.0.2.9:9109", "eu-west")
+    assert component_command(replicator, RunPaths(Path("/run")), config)[3:6] == [
+        "replicator",
+        "--dc",
+        "eu-west",
+    ]
+    single = MillionsConfig.model_validate({"dcs": {"solo": {"subnet": "127.0.9"}}})
+    assert not single.replicates  # one DC: nothing to replicate to
+    assert "replicator" not in {s.kind for s in initial_specs(single)}
+    off = MillionsConfig.model_validate({"replication": {"enabled": False}})
+    assert "replicator" not in {s.kind for s in initial_specs(off)}
 
 
 @pytest.mark.parametrize(
@@ -128,7 +143,7 @@ def test_edge_names_use_the_region_unless_two_dcs_share_it() -> None:
         "edge-eu",
     ]
     no_edges = parse({"edge": {"enabled": False}, "dns": {"enabled": False}})
-    assert {spec.kind for spec in initial_specs(no_edges)} == {"lb", "web", "worker"}
+    assert {spec.kind for spec in initial_specs(no_edges)} == {"lb", "web", "worker", "replicator"}
 
 
 def _millions(*args: str) -> subprocess.CompletedProcess[str]:

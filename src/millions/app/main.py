@@ -92,7 +92,7 @@ async def open_resources(settings: AppSettings, hasher: PasswordHasher) -> Async
         queue = queue_from_env()
         if queue is not None:
             resources.push_async_callback(queue.close)
-        store = await ShardedAppStore.open(settings.shards, settings.data_dir)
+        store = await ShardedAppStore.open(settings.shards, settings.data_dir, settings.shard_dcs)
         resources.push_async_callback(store.close)
         passwords = Passwords(hasher)
         resources.callback(passwords.close)

@@ -231,7 +231,9 @@ async def worker_store() -> ShardedAppStore:
     opening = _worker_stores.get(loop)
     if opening is None:
         settings = current_settings()
-        opening = loop.create_task(ShardedAppStore.open(settings.shards, settings.data_dir))
+        opening = loop.create_task(
+            ShardedAppStore.open(settings.shards, settings.data_dir, settings.shard_dcs)
+        )
         _worker_stores[loop] = opening
     try:
         return await asyncio.shield(opening)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from millions.shards import ShardsConfig
-from millions.topology.app_env import DATA_DIR_ENV, SHARDS_CONFIG_ENV
+from millions.topology.app_env import DATA_DIR_ENV, SHARD_DCS_ENV, SHARDS_CONFIG_ENV
 
 DEFAULT_DATA_DIR = Path(".millions/data")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -40,6 +40,7 @@ class AppSettings:
     component: str
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     shards: ShardsConfig = field(default_factory=ShardsConfig)
+    shard_dcs: tuple[str, ...] = ()  # the DCs holding a copy of every shard (replication)
 
     def __post_init__(self) -> None:
         if self.shards.engine == "sqlite" and not self.shards.directory:
@@ -79,6 +80,7 @@ def settings_from_env(
         max_upload_bytes=max_upload_bytes,
         component=component,
         shards=shards_from_env(env),
+        shard_dcs=tuple(dc for dc in env.get(SHARD_DCS_ENV, "").split(",") if dc),
     )
 
 

@@ -19,7 +19,7 @@ the user sees their own writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from millions.app.freshness import fresh_reads
 from millions.app.schema import APP_SCHEMA
 from millions.shards import DuplicateRowError, ShardCluster, ShardRouter, ShardsConfig
+from millions.shards.replication import ReplicatedCluster
 
 
 @dataclass(frozen=True)
@@ -203,15 +204,21 @@ class ShardedAppStore:
         self.router = router
 
     @classmethod
-    async def open(cls, config: ShardsConfig, run_dir: Path) -> ShardedAppStore:
+    async def open(
+        cls, config: ShardsConfig, run_dir: Path, dcs: Sequence[str] = ()
+    ) -> ShardedAppStore:
         """Bring every shard up to the app's schema (safe from several processes at once)
-        and open a router on them."""
+        and open a router on them; with `dcs` (cross-DC copies), a router that writes to
+        each shard's current primary copy, wherever a failover put it."""
         cluster = ShardCluster(config, run_dir, APP_SCHEMA)
         try:
             await cluster.migrate()
         finally:
             await cluster.close()
-        return cls(await ShardRouter.open(config, run_dir, APP_SCHEMA))
+        replicated = (
+            ReplicatedCluster(config, run_dir, APP_SCHEMA, dcs=dcs) if len(dcs) >= 2 else None
+        )
+        return cls(await ShardRouter.open(config, run_dir, APP_SCHEMA, cluster=replicated))
 
     # -- users -----------------------------------------------------------------------------
 

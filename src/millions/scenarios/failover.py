@@ -11,13 +11,22 @@ down. Measured, by polling with 50 ms granularity:
   (users of the dead DC's region fail until their cached answer's TTL runs out);
 - `failed_requests`: requests that failed from the kill until the end of the scenario
   (during and after the switch, failback included);
+- `writes_lost`: the RPO, counted by the promotion that the supervisor starts once every
+  process of the DC has been down for `replication.failover_after_s`: changes the dead
+  DC's primaries committed that their replicas never applied (None when they could not
+  be counted — the run then fails rather than report 0);
+- `replication_lag_p99_ms`: how far behind the replicas were before the failure (every
+  replica copy sampled 20 times, 100 ms apart);
 - `failback_s`: from restarting the DC's processes until the DNS answers with it again
-  and every user of its region is served by one of its web servers again.
+  and every user of its region is served by one of its web servers again; in between,
+  its shard copies resync as replicas and its shards switch back (the time that took and
+  the longest write pause of the switch are reported too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +40,7 @@ from millions.load.topology import topology_targets
 from millions.scenarios import Scenario
 from millions.scenarios.base import Timeline, fresh_topology, wait_until
 from millions.topology.config import MillionsConfig
+from millions.topology.supervisor import Supervisor
 
 USERS = 16
 WARMUP_REQUESTS = 400
@@ -38,6 +48,8 @@ SETTLE_S = 3.0
 POLL_S = 0.05
 DNS_FAILOVER_TARGET_S = 3.0
 RECOVERY_TIMEOUT_S = 60.0
+LAG_SAMPLES = 20
+LAG_INTERVAL_S = 0.1
 
 
 async def seconds_until(predicate: Callable[[], Any], started: float, what: str) -> float:
@@ -51,6 +63,24 @@ async def seconds_until(predicate: Callable[[], Any], started: float, what: str)
             return round(time.monotonic() - started, 3)
         await asyncio.sleep(POLL_S)
     raise TimeoutError(f"timed out after {RECOVERY_TIMEOUT_S:.0f}s waiting for {what}")
+
+
+async def sample_lag(supervisor: Supervisor, samples: int) -> list[float]:
+    """Seconds behind of every replica copy, sampled `samples` times, LAG_INTERVAL_S apart."""
+    seconds: list[float] = []
+    for _ in range(samples):
+        for copies in (await supervisor.data.lag()).values():
+            seconds.extend(float(copy["seconds_behind"]) for copy in copies)
+        await asyncio.sleep(LAG_INTERVAL_S)
+    return seconds
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile (0.0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 def everyone_served_since(users: list[SimulatedUser], since: float) -> bool:
@@ -107,9 +137,13 @@ async def run(base: MillionsConfig, console: Console, quiet: bool) -> dict[str, 
                 "every simulated user to be served",
             )
             assert await answer() == config.lb_host(victim), "the region's own DC answers"
+            lag_samples = await sample_lag(supervisor, LAG_SAMPLES)
+            timeline.mark(
+                f"replication lag sampled ({len(lag_samples)} values over {LAG_SAMPLES} rounds)"
+            )
             failed_before = runner.snapshot().failed_requests
             killed_at = time.monotonic()
-            killed = supervisor.fail_dc(victim)
+            killed = await supervisor.fail_dc(victim)
             timeline.mark(f"every process of {victim} killed ({len(killed)} processes)")
 
             async def dns_left_victim() -> bool:
@@ -124,11 +158,22 @@ async def run(base: MillionsConfig, console: Console, quiet: bool) -> dict[str, 
                 "every user to be served again",
             )
             timeline.mark(f"every user served again after {recovery_s}s")
+            await wait_until(
+                lambda: victim in supervisor.failovers, RECOVERY_TIMEOUT_S, "the promotion"
+            )
+            promotion = supervisor.failovers[victim]
+            timeline.mark(
+                f"replicas promoted automatically ({promotion['writes_lost']} writes lost)"
+            )
             await asyncio.sleep(SETTLE_S)
 
             restore_started = time.monotonic()
-            await supervisor.restore_dc(victim)
-            timeline.mark(f"{victim} restarted and healthy")
+            restored = await supervisor.restore_dc(victim)
+            failback = restored.get("failback", {})
+            timeline.mark(
+                f"{victim} restarted; its copies caught up and shards "
+                f"{', '.join(failback.get('switched_back', [])) or '(none)'} switched back"
+            )
 
             async def dns_back() -> bool:
                 return await answer() == config.lb_host(victim)
@@ -145,11 +190,17 @@ async def run(base: MillionsConfig, console: Console, quiet: bool) -> dict[str, 
         finally:
             runner.stop()
             report = await load
+    unknown = promotion["unknown_losses"]
     return {
         "dns_failover_s": dns_failover_s,
         "recovery_s": recovery_s,
         "failed_requests": failed_requests,
+        "writes_lost": None if unknown else promotion["writes_lost"],
+        "replication_lag_p99_ms": round(percentile(lag_samples, 0.99) * 1000, 1),
         "failback_s": failback_s,
+        "failover_promoted": promotion["promoted"],
+        "failback_caught_up_s": failback.get("caught_up_s"),
+        "failback_write_pause_ms": failback.get("max_write_pause_ms"),
         "dns_failback_s": dns_failback_s,
         "failed_dc": victim,
         "requests": report.requests,
@@ -160,7 +211,13 @@ async def run(base: MillionsConfig, console: Console, quiet: bool) -> dict[str, 
 
 
 def passed(result: dict[str, Any]) -> bool:
-    return bool(result["dns_failover_s"] <= DNS_FAILOVER_TARGET_S and result["requests"] > 0)
+    """The DNS switched in time and the writes lost were counted (a loss that could not
+    be counted fails the run: it would hide data loss)."""
+    return bool(
+        result["dns_failover_s"] <= DNS_FAILOVER_TARGET_S
+        and result["requests"] > 0
+        and result["writes_lost"] is not None
+    )
 
 
 SCENARIO = Scenario(

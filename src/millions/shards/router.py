@@ -87,10 +87,17 @@ class ShardRouter:
 
     @classmethod
     async def open(
-        cls, config: ShardsConfig, run_dir: Path, schema: ShardSchema | None = None
+        cls,
+        config: ShardsConfig,
+        run_dir: Path,
+        schema: ShardSchema | None = None,
+        *,
+        cluster: ShardCluster | None = None,
     ) -> ShardRouter:
-        """A router on the cluster `config` describes; the cluster must be migrated."""
-        cluster = ShardCluster(config, run_dir, schema)
+        """A router on the cluster `config` describes (or on `cluster`, e.g. a
+        `ReplicatedCluster`, which the router then closes); the cluster must be migrated."""
+        if cluster is None:
+            cluster = ShardCluster(config, run_dir, schema)
         sampler = None
         if config.hot.enabled:
             sampler = HotKeySampler(
@@ -142,9 +149,14 @@ class ShardRouter:
         as for `fetch`."""
         spec = self.schema.table(table)
         params = pk_values(spec, pk)
-        key = pk[spec.shard_key]
-        rows = await self.fetch(key, statements.select_by_pk(spec), params, cached=cached)
-        return _public(rows[0]) if rows else None
+        rows = await self.fetch(
+            pk[spec.shard_key], statements.select_by_pk(spec), params, cached=cached
+        )
+        if not rows:
+            return None
+        row = rows[0]  # a fresh dict from the shard or the cache: no copy needed
+        row.pop(HASH_COLUMN, None)
+        return row
 
     async def fetch(
         self, key: ShardKey, sql: str, params: Sequence[Any] = (), *, cached: bool | None = None
@@ -154,19 +166,27 @@ class ShardRouter:
         the read cache, `False` always reads the shard, None (default) uses the cache only
         for keys in `hot_keys`."""
         keyspace_id = key_hash(key)
+        if self.sampler is not None:
+            self._sample(key, keyspace_id)
+        if self.cache is not None and cached is not False and (cached or self.hot_keys):
+            tag = key_text(key)
+            if cached or tag in self.hot_keys:
+                return await self._cached(
+                    tag, sql, params, lambda: self._fetch_owned(keyspace_id, sql, params)
+                )
+        return await self._fetch_owned(keyspace_id, sql, params)
 
-        async def load() -> list[Row]:
-            return await self._on_owner(
-                keyspace_id, lambda storage: storage.fetch(sql, params, keyspace_id=keyspace_id)
-            )
-
-        self._sample(key, keyspace_id)
-        if self.cache is None or cached is False:
-            return await load()
-        tag = key_text(key)
-        if cached is None and tag not in self.hot_keys:
-            return await load()
-        return await self._cached(tag, sql, params, load)
+    async def _fetch_owned(self, keyspace_id: int, sql: str, params: Sequence[Any]) -> list[Row]:
+        """A read on the owner of `keyspace_id`: straight to it by the current map, and
+        through `_on_owner` (following the map) only when the shard refuses."""
+        storage = await self.cluster.storage(self.shard_map.shard_for(keyspace_id))
+        try:
+            return await storage.fetch(sql, params, keyspace_id=keyspace_id)
+        except StaleMapError:
+            pass
+        return await self._on_owner(
+            keyspace_id, lambda storage: storage.fetch(sql, params, keyspace_id=keyspace_id)
+        )
 
     # -- single-key writes -----------------------------------------------------------------
 
@@ -398,7 +418,7 @@ class ShardRouter:
     def _sample(self, key: ShardKey, keyspace_id: int) -> None:
         if self.sampler is None:
             return
-        key_range, _ = self.shard_map.entry_for(keyspace_id)
+        key_range = self.shard_map.entry_for(keyspace_id)[0]
         self.sampler.record(key_text(key), keyspace_id, key_range.name)
         now = time.monotonic()
         if now >= self._next_report and (self._report_task is None or self._report_task.done()):

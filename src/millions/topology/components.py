@@ -13,7 +13,7 @@ from typing import Literal
 
 from millions.topology.config import MAX_WORKER_INDEX, MillionsConfig
 
-Kind = Literal["lb", "web", "worker", "edge", "dns"]
+Kind = Literal["lb", "web", "worker", "edge", "dns", "replicator"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ComponentSpec:
     def url(self) -> str:
         if self.kind == "dns":
             return f"dns://{self.host}:{self.port}"
-        if self.kind == "worker":
+        if self.kind in ("worker", "replicator"):
             return f"http://{self.host}:{self.port}/metrics"
         return f"http://{self.host}:{self.port}/"
 
@@ -85,6 +85,18 @@ def worker_spec(config: MillionsConfig, dc: str, index: int) -> ComponentSpec:
     )
 
 
+def replicator_spec(config: MillionsConfig, dc: str) -> ComponentSpec:
+    """`dc`'s shard replicator; its port serves /metrics and /healthz."""
+    return ComponentSpec(
+        name=f"replicator-{dc}",
+        kind="replicator",
+        dc=dc,
+        host=config.replicator_host(dc),
+        port=config.replication.port,
+        health_port=config.replication.port,
+    )
+
+
 def edge_spec(config: MillionsConfig, dc: str) -> ComponentSpec:
     return ComponentSpec(
         name=config.edge_name(dc),
@@ -109,12 +121,14 @@ def dns_spec(config: MillionsConfig) -> ComponentSpec:
 
 #: The order components start in (each group waits for the one before to be healthy);
 #: they stop in the reverse order, so traffic stops at the front before the back goes.
-START_ORDER: tuple[Kind, ...] = ("web", "worker", "lb", "edge", "dns")
+START_ORDER: tuple[Kind, ...] = ("replicator", "web", "worker", "lb", "edge", "dns")
 
 
 def initial_specs(config: MillionsConfig) -> list[ComponentSpec]:
     """Every component of a fresh topology, in `START_ORDER`."""
     specs: list[ComponentSpec] = []
+    if config.replicates:
+        specs.extend(replicator_spec(config, dc) for dc in config.dcs)
     for dc, dc_config in config.dcs.items():
         specs.extend(web_spec(config, dc, i) for i in range(1, dc_config.web + 1))
     for dc in config.dcs:
@@ -184,6 +198,25 @@ def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> lis
     """The argv that runs `spec` as its own process through the public CLI.
 
     Secrets (the admin token) travel in the environment, not in argv, which `ps` shows."""
+    if spec.kind == "replicator":
+        return [
+            sys.executable,
+            "-m",
+            "millions",
+            "replicator",
+            "--dc",
+            spec.dc,
+            "--name",
+            spec.name,
+            "--metrics",
+            spec.address,
+            "--log-file",
+            str(paths.log_file(spec.name)),
+            "--config",
+            str(paths.effective_config),
+            "--run-dir",
+            str(paths.root),
+        ]
     if spec.kind == "worker":
         return [
             sys.executable,

@@ -124,7 +124,7 @@ class WorkerProcessConfig(_Section):
     metrics_port: int = Field(default=9100, ge=1, le=65535, description="/metrics, /healthz")
     autoscale_queue: str = Field(
         default="photo.process",
-        description="the queue whose backlog sizes the first DC's worker pool",
+        description="the queue whose backlog sizes the worker pools",
     )
     autoscale_interval_s: float = Field(default=1.0, gt=0, le=60)
 
@@ -132,6 +132,21 @@ class WorkerProcessConfig(_Section):
     @classmethod
     def _queue_name(cls, name: str) -> str:
         return check_queue_name(name)
+
+
+class ReplicationConfig(_Section):
+    """Cross-DC copies of the shards (with two or more DCs): each shard's primary is in one
+    DC, a replicator process per DC (`<subnet>.9`) keeps that DC's replicas current."""
+
+    enabled: bool = True
+    port: int = Field(default=9109, ge=1, le=65535, description="replicator /metrics, /healthz")
+    failover_after_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="promote replicas once every process of a DC has been down this long "
+        "(0: only by `millions dc failover NAME`)",
+    )
 
 
 class DataCenterConfig(_Section):
@@ -209,6 +224,7 @@ class MillionsConfig(_Section):
     queue: QueueConfig = QueueConfig()
     worker: WorkerProcessConfig = WorkerProcessConfig()
     shards: ShardsConfig = ShardsConfig()
+    replication: ReplicationConfig = ReplicationConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     dcs: dict[str, DataCenterConfig] = Field(default_factory=_default_dcs)
 
@@ -237,6 +253,14 @@ class MillionsConfig(_Section):
 
     def lb_host(self, dc: str) -> str:
         return f"{self.dcs[dc].subnet}.1"
+
+    @property
+    def replicates(self) -> bool:
+        """Whether the shards have copies in every DC (replication on, two DCs or more)."""
+        return self.replication.enabled and len(self.dcs) >= 2
+
+    def replicator_host(self, dc: str) -> str:
+        return f"{self.dcs[dc].subnet}.9"
 
     def region(self, dc: str) -> str:
         """The region a DC serves: the first part of its name (`us` for `us-east`)."""

@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from millions.edge.admin import PurgeRequestError, parse_purge_request
+from millions.shards import ShardError
 from millions.topology.components import RunPaths
 from millions.topology.supervisor import StartupError, Supervisor, write_json_atomic
 
@@ -52,6 +53,7 @@ class ControlServer:
         app.router.add_post("/purge", self._purge)
         app.router.add_post("/dc/fail", self._fail_dc)
         app.router.add_post("/dc/restore", self._restore_dc)
+        app.router.add_post("/dc/failover", self._failover_dc)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -118,18 +120,29 @@ class ControlServer:
     async def _fail_dc(self, request: web.Request) -> web.Response:
         dc = str((await self._body(request)).get("dc", ""))
         try:
-            return web.json_response({"dc": dc, "killed": self.supervisor.fail_dc(dc)})
+            return web.json_response({"dc": dc, "killed": await self.supervisor.fail_dc(dc)})
         except KeyError:
             return self._unknown_dc(dc)
 
     async def _restore_dc(self, request: web.Request) -> web.Response:
         dc = str((await self._body(request)).get("dc", ""))
         try:
-            return web.json_response({"dc": dc, "started": await self.supervisor.restore_dc(dc)})
+            return web.json_response({"dc": dc, **await self.supervisor.restore_dc(dc)})
         except KeyError:
             return self._unknown_dc(dc)
-        except StartupError as exc:
+        except (StartupError, ShardError) as exc:
             return web.json_response({"error": str(exc)}, status=500)
+
+    async def _failover_dc(self, request: web.Request) -> web.Response:
+        dc = str((await self._body(request)).get("dc", ""))
+        try:
+            return web.json_response(await self.supervisor.failover_dc(dc))
+        except KeyError:
+            return self._unknown_dc(dc)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except ShardError as exc:
+            return web.json_response({"error": f"failover failed: {exc}"}, status=500)
 
     async def _scale(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -46,6 +46,7 @@ from millions.topology.components import (
     worker_spec,
 )
 from millions.topology.config import MAX_WEB_INDEX, MAX_WORKER_INDEX, MillionsConfig, to_toml
+from millions.topology.dc_data import DataCenterData, should_fail_over
 from millions.topology.run_secrets import run_secret
 from millions.workers.autoscale import (
     QueueLoad,
@@ -67,9 +68,10 @@ KIND_NAMES = {
     "lb": "load balancers",
     "edge": "CDN edges",
     "dns": "geo DNS server",
+    "replicator": "shard replicators",
 }
 # front to back, as `status` lists
-KIND_ORDER = {"dns": 0, "edge": 1, "lb": 2, "web": 3, "worker": 4}
+KIND_ORDER = {"dns": 0, "edge": 1, "lb": 2, "web": 3, "worker": 4, "replicator": 5}
 
 
 class StartupError(Exception):
@@ -272,6 +274,12 @@ class Supervisor:
         self._probe_task: asyncio.Task[None] | None = None
         self._autoscale_task: asyncio.Task[None] | None = None
         self._autosplit_task: asyncio.Task[None] | None = None
+        self._failover_task: asyncio.Task[None] | None = None
+        self.data = DataCenterData(config, self.paths.root)
+        self.failovers: dict[str, dict[str, Any]] = {}  # the promotion report per failed DC
+        self.failbacks: dict[str, dict[str, Any]] = {}
+        self._down_since: dict[str, float] = {}
+        self._dc_lock = asyncio.Lock()
         self._retiring: dict[asyncio.Task[None], ManagedProcess] = {}
         self._scale_lock = asyncio.Lock()
         self.control_url: str | None = None
@@ -312,6 +320,8 @@ class Supervisor:
         self._autoscale_task = asyncio.create_task(self._autoscale_forever())
         if self.config.shards.hot.auto_split:
             self._autosplit_task = asyncio.create_task(self._autosplit_forever())
+        if self.config.replicates:
+            self._failover_task = asyncio.create_task(self._failover_forever())
         self.write_state()
 
     async def _migrate_shards(self, notify: Callable[[str], None]) -> None:
@@ -330,6 +340,13 @@ class Supervisor:
             f"shards ready: {len(applied)} shard(s)"
             + (f", migrations applied: {changed}" if changed else ", schema up to date")
         )
+        if self.config.replicates:
+            primaries = await self.data.place()
+            notify(
+                "shard primaries: "
+                + ", ".join(f"{shard} in {dc}" for shard, dc in primaries.items())
+                + "; replicas in every other DC"
+            )
 
     async def _autosplit_forever(self) -> None:
         """Split hot ranges while running (`shards.hot.auto_split`); decisions are logged."""
@@ -428,7 +445,12 @@ class Supervisor:
         """Stop in the reverse of START_ORDER: edges, load balancers, then web servers."""
         self.phase = "stopping"
         self.write_state()
-        for task in (self._autosplit_task, self._autoscale_task, self._probe_task):
+        for task in (
+            self._failover_task,
+            self._autosplit_task,
+            self._autoscale_task,
+            self._probe_task,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -457,21 +479,75 @@ class Supervisor:
             raise KeyError(dc)
         return [m for m in self._ordered() if m.spec.dc == dc]
 
-    def fail_dc(self, dc: str) -> dict[str, int | None]:
+    async def fail_dc(self, dc: str) -> dict[str, int | None]:
         """A data center failure (chaos): SIGKILL every process of `dc` and leave them
-        down, as a power cut would; the pids killed by component name."""
-        return {m.spec.name: m.kill(restart=False) for m in self.dc_processes(dc)}
+        down, as a power cut would, and cut its shard copies off (`DataCenterData`); the
+        pids killed by component name."""
+        killed = {m.spec.name: m.kill(restart=False) for m in self.dc_processes(dc)}
+        if self.config.replicates:
+            async with self._dc_lock:
+                if dc not in self.failovers:
+                    cut = await self.data.cut_off(dc)
+                    log.warning("data center failed", extra={"dc": dc, "primaries_cut_off": cut})
+        return killed
 
-    async def restore_dc(self, dc: str) -> list[str]:
+    async def failover_dc(self, dc: str) -> dict[str, Any]:
+        """Promote replicas outside `dc` for the shards whose primary is there (`millions
+        dc failover`, or automatically); the report, with the writes lost."""
+        if dc not in self.config.dcs:
+            raise KeyError(dc)
+        if not self.config.replicates:
+            raise ValueError("replication is off: the shards have no copies to promote")
+        async with self._dc_lock:
+            report = await self.data.promote(dc)
+            self.failovers[dc] = report
+        log.warning(
+            "failover", extra={"dc": dc, **{k: report[k] for k in ("writes_lost", "promoted")}}
+        )
+        self.write_state()
+        return report
+
+    async def restore_dc(self, dc: str) -> dict[str, Any]:
         """Start again the components of `dc` that are down (after `fail_dc` or `kill
-        --no-restart`), in start order, and wait until they are healthy."""
+        --no-restart`), in start order, and wait until they are healthy. With replication,
+        its copies then catch up as replicas and, after a failover, its shards switch back."""
         down = [m for m in self.dc_processes(dc) if m.state is ComponentState.DOWN]
         for kind in START_ORDER:
             group = [m for m in down if m.spec.kind == kind]
             for managed in group:
                 await managed.start()
             await asyncio.gather(*(self._wait_healthy(m) for m in group))
-        return [m.spec.name for m in down]
+        result: dict[str, Any] = {"started": [m.spec.name for m in down]}
+        if self.config.replicates:
+            async with self._dc_lock:
+                if dc in self.failovers:
+                    result["failback"] = self.failbacks[dc] = await self.data.fail_back(dc)
+                    del self.failovers[dc]
+                else:
+                    result["reconnected"] = await self.data.reconnect(dc)
+            self._down_since.pop(dc, None)
+            self.write_state()
+        return result
+
+    async def _failover_forever(self) -> None:
+        """Promote replicas once every process of a DC has been down for
+        `replication.failover_after_s` (a DC whose processes restart is not down)."""
+        after = self.config.replication.failover_after_s
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            for dc in self.config.dcs:
+                down = all(m.state is ComponentState.DOWN for m in self.dc_processes(dc))
+                if not down or dc in self.failovers:
+                    if not down:
+                        self._down_since.pop(dc, None)
+                    continue
+                since = self._down_since.setdefault(dc, now)
+                if should_fail_over(since, now, after):
+                    try:
+                        await self.failover_dc(dc)
+                    except ShardError as exc:
+                        log.error("automatic failover failed", extra={"dc": dc, "error": str(exc)})
 
     def web_servers(self, dc: str) -> list[ManagedProcess]:
         return sorted(
@@ -682,6 +758,8 @@ class Supervisor:
             "control_url": self.control_url,
             "uptime_s": round(time.time() - self.started_at, 1),
             "components": [m.status() for m in self._ordered()],
+            "failovers": self.failovers,
+            "failbacks": self.failbacks,
         }
 
     def _ordered(self) -> list[ManagedProcess]:

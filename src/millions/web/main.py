@@ -64,7 +64,7 @@ def prepare_environment(
     os.environ["MILLIONS_MAX_UPLOAD_BYTES"] = str(config.web.max_upload_bytes)
     os.environ["MILLIONS_COMPONENT"] = name
     os.environ["MILLIONS_QUEUE_URL"] = config.queue.resolved_url(run_dir).url
-    export_data_locations(config.shards, run_dir)
+    export_data_locations(config.shards, run_dir, list(config.dcs) if config.replicates else [])
     if dc is not None and config.edge.enabled:
         os.environ[CDN_URL_ENV] = config.edge_url(dc)
         os.environ[CDN_HEALTH_URL_ENV] = config.edge_ops_url(dc) + "/healthz"

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
-
 from millions.shards.config import load
 from millions.shards.errors import ShardError
-from millions.shards.replication.replicator import run_replicator
+from millions.shards.replication.process import serve
 from millions.topology.errors import ConfigError, read_toml
 
 
@@ -55,20 +52,6 @@ def metrics_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _serve(
-    config_path: Path, dc: str, dcs: list[str], metrics: tuple[str, int] | None
-) -> None:
-    config, run_dir = load(config_path)
-    registry = CollectorRegistry()
-    if metrics is not None:
-        start_http_server(metrics[1], metrics[0], registry)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await run_replicator(config, run_dir, dc, stop, dcs=dcs, registry=registry)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -80,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dc not in dcs:
             raise ConfigError("--dc", f"{args.dc!r} is not one of the data centers {dcs}")
         metrics = metrics_address(args.metrics) if args.metrics else None
-        asyncio.run(_serve(args.config, args.dc, dcs, metrics))
+        config, run_dir = load(args.config)
+        asyncio.run(serve(config, run_dir, args.dc, dcs, listen=metrics))
     except (ConfigError, ShardError, ValueError, OSError) as exc:
         print(f"replicator: {exc}", file=sys.stderr)
         return 2
