@@ -3,25 +3,16 @@ regions and comes back; the DNS switches within 3 s and every user is served aga
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+from scenario_support import run_scenario
 
 from millions.scenarios.failover import passed
 
 
 @pytest.mark.timeout(300)
 def test_failover_scenario_switches_dns_in_time_and_serves_everyone_again() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "millions", "scenario", "failover", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    code, report = run_scenario("failover", timeout_s=280)
+    assert code == 0, report
     assert report["failed_dc"] == "eu-west"
     assert 0 < report["dns_failover_s"] <= 3.0
     assert report["dns_failover_s"] <= report["recovery_s"] < 30

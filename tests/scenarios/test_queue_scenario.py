@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from scenario_support import run_scenario
 
 from millions.scenarios.queue import (
     EffectRecords,
@@ -36,15 +35,8 @@ REPORT_FIELDS = (
 
 @pytest.mark.timeout(150)
 def test_queue_scenario_loses_nothing_and_applies_no_effect_twice() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "millions", "scenario", "queue", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=140,
-    )
-    assert result.stdout.strip(), result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert result.returncode == 0, report
+    code, report = run_scenario("queue", timeout_s=140)
+    assert code == 0, report
     for field in REPORT_FIELDS:
         assert field in report
     assert report["lost"] == 0

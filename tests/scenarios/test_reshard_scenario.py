@@ -3,25 +3,16 @@ nothing lost, duplicated or misplaced, and short write pauses."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+from scenario_support import run_scenario
 
 from millions.scenarios.reshard import passed
 
 
 @pytest.mark.timeout(240)
 def test_reshard_scenario_grows_to_four_shards_losing_and_duplicating_nothing() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "millions", "scenario", "reshard", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=220,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    code, report = run_scenario("reshard", timeout_s=220)
+    assert code == 0, report
     required = ("acknowledged", "found", "lost", "duplicated", "client_errors")
     for field in (*required, "max_write_pause_ms", "duration_s"):
         assert field in report

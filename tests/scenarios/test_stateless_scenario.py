@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
+from scenario_support import run_scenario
 
 
 @pytest.mark.timeout(240)
 def test_stateless_scenario_reports_zero_failures_and_zero_logged_out_users() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "millions", "scenario", "stateless", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=220,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    code, report = run_scenario("stateless", timeout_s=220)
+    assert code == 0, report
     for field in ("requests", "failed_requests", "logged_out_users", "p50_ms", "p99_ms"):
         assert field in report
     assert report["failed_requests"] == 0, report["errors"]

@@ -48,11 +48,9 @@ def test_default_topology_has_two_dcs_with_an_edge_one_lb_two_web_servers_a_work
     assert all(h.startswith("127.") for h in hosts)
     replicator = specs[1]
     assert (replicator.address, replicator.dc) == ("127.0.2.9:9109", "eu-west")
-    assert component_command(replicator, RunPaths(Path("/run")), config)[3:6] == [
-        "replicator",
-        "--dc",
-        "eu-west",
-    ]
+    argv = component_command(replicator, RunPaths(Path("/run")), config)
+    assert argv[3] == "replicator" and argv[argv.index("--dc") + 1] == "eu-west"
+    assert argv[argv.index("--metrics") + 1] == "127.0.2.9:9109"
     single = MillionsConfig.model_validate({"dcs": {"solo": {"subnet": "127.0.9"}}})
     assert not single.replicates  # one DC: nothing to replicate to
     assert "replicator" not in {s.kind for s in initial_specs(single)}

@@ -198,56 +198,13 @@ def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> lis
     """The argv that runs `spec` as its own process through the public CLI.
 
     Secrets (the admin token) travel in the environment, not in argv, which `ps` shows."""
-    if spec.kind == "replicator":
-        return [
-            sys.executable,
-            "-m",
-            "millions",
-            "replicator",
-            "--dc",
-            spec.dc,
-            "--name",
-            spec.name,
-            "--metrics",
-            spec.address,
-            "--log-file",
-            str(paths.log_file(spec.name)),
-            "--config",
-            str(paths.effective_config),
-            "--run-dir",
-            str(paths.root),
-        ]
-    if spec.kind == "worker":
-        return [
-            sys.executable,
-            "-m",
-            "millions",
-            "worker",
-            "--tasks",
-            config.worker.tasks,
-            "--name",
-            spec.name,
-            "--metrics",
-            spec.address,
-            "--log-file",
-            str(paths.log_file(spec.name)),
-            "--config",
-            str(paths.effective_config),
-            "--run-dir",
-            str(paths.root),
-        ]
-    base = [
-        sys.executable,
-        "-m",
-        "millions",
-        spec.kind,
-        "--name",
-        spec.name,
-        "--listen",
-        spec.address,
-        "--log-file",
-        str(paths.log_file(spec.name)),
-    ]
+    cli = [sys.executable, "-m", "millions", spec.kind, "--name", spec.name]
+    log_file = ["--log-file", str(paths.log_file(spec.name))]
+    topology = ["--config", str(paths.effective_config), "--run-dir", str(paths.root)]
+    if spec.kind in ("replicator", "worker"):
+        what = ["--dc", spec.dc] if spec.kind == "replicator" else ["--tasks", config.worker.tasks]
+        return [*cli, *what, "--metrics", spec.address, *log_file, *topology]
+    base = [*cli, "--listen", spec.address, *log_file]
     if spec.kind == "edge":
         return [
             *base,
@@ -262,7 +219,7 @@ def command(spec: ComponentSpec, paths: RunPaths, config: MillionsConfig) -> lis
             "--disk-bytes",
             str(config.edge.disk_bytes),
         ]
-    base += ["--config", str(paths.effective_config), "--run-dir", str(paths.root)]
+    base += topology
     if spec.kind == "dns":
         return base
     if spec.kind == "web":
