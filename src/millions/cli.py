@@ -152,7 +152,8 @@ def status(
     run_dir: RunDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Show state, pid, address, uptime and restarts of every component."""
+    """Show state, pid, address, uptime and restarts of every component, and any data
+    center whose shard primaries were failed over."""
     from millions.topology.control import ControlClient, ControlError
     from millions.topology.up import status_table
 
@@ -163,8 +164,14 @@ def status(
         raise fail(str(exc)) from None
     if as_json:
         print(json.dumps(current, indent=2))
-    else:
-        console.print(status_table(current))
+        return
+    console.print(status_table(current))
+    for dc, report in current.get("failovers", {}).items():
+        promoted = ", ".join(f"{shard} → {to}" for shard, to in report["promoted"].items())
+        console.print(
+            f"[yellow]{dc} failed over[/]: primaries {promoted or 'none'}; writes lost: "
+            f"{report['writes_lost']}; `millions dc restore {dc}` brings it back"
+        )
 
 
 @app.command()

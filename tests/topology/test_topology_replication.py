@@ -68,6 +68,8 @@ def test_failover_promotes_replicas_and_restore_switches_back(tmp_path: Path) ->
         assert lost >= 0
         state = json.loads(topology.cli("status", "--json").stdout)
         assert state["failovers"]["eu-west"]["writes_lost"] == lost
+        shown = topology.cli("status").stdout
+        assert "eu-west failed over" in shown and "millions dc restore eu-west" in shown
 
         with httpx.Client(base_url=US_LB, timeout=15) as client:
             during = [f"during{i}" for i in range(12)]  # every shard takes writes again
