@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -586,6 +587,7 @@ def worker(
     """Run one queue worker: consume the queues of every task in TASKS, acknowledge after
     each handler succeeds, retry with backoff, dead-letter after queue.max_attempts.
     SIGTERM finishes (or releases) the tasks in flight and exits."""
+    from millions.edge.links import CDN_PURGE_URLS_ENV
     from millions.queue.urls import QueueURLError
     from millions.topology.app_env import export_data_locations
     from millions.workers.main import run
@@ -597,6 +599,8 @@ def worker(
     export_data_locations(
         settings.shards, directory, list(settings.dcs) if settings.replicates else []
     )
+    if settings.edge.enabled:  # for the app's cdn.purge retries
+        os.environ.setdefault(CDN_PURGE_URLS_ENV, ",".join(settings.edge_purge_urls()))
     try:
         run(
             tasks,

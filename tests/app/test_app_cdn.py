@@ -18,6 +18,7 @@ from aiohttp import web
 from app_harness import image_bytes, serve, sign_up, upload
 from starlette.types import ASGIApp
 
+from millions.app.pipeline import CDN_PURGE_QUEUE, QUEUE_URL_ENV, tasks
 from millions.app.rendering import HASHED_CACHE_CONTROL, StaticAssets
 from millions.edge.links import (
     CDN_HEALTH_URL_ENV,
@@ -26,6 +27,8 @@ from millions.edge.links import (
     CdnLinks,
     EdgeHealthView,
 )
+from millions.queue import QueueConfig, open_queue
+from millions.workers.registry import PermanentFailure
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,6 +44,7 @@ class FakeEdge:
     """An edge's ops listener: /healthz (switchable) and POST /purge (recorded)."""
 
     healthy: bool = True
+    purge_status: int = 200
     purges: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     port: int = 0
 
@@ -52,6 +56,8 @@ class FakeEdge:
         return web.json_response({"status": "ok"}, status=200 if self.healthy else 503)
 
     async def purge(self, request: web.Request) -> web.Response:
+        if self.purge_status != 200:
+            return web.json_response({"error": "busy"}, status=self.purge_status)
         self.purges.append((request.headers.get("Authorization", ""), await request.json()))
         return web.json_response({"purged": 1})
 
@@ -202,6 +208,44 @@ async def test_deleting_a_photo_purges_it_on_every_edge_by_key(
         # one of the two edges is unreachable: the delete still succeeds
         assert (await client.delete(f"/api/photos/{photo['id']}")).status_code == 204
     assert cdn_env.purges == [(f"Bearer {TOKEN}", {"key": f"photo-{photo['id']}"})]
+
+
+async def test_a_purge_that_failed_is_retried_by_a_worker_until_the_edge_takes_it(
+    cdn_env: FakeEdge,
+    make_app: Callable[..., ASGIApp],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Edge down at delete time: a `cdn.purge` job per failed edge; the worker's retries
+    fail while it is down (backoff, then the DLQ) and purge once it is back."""
+    url = f"sqlite://{tmp_path / 'queue.sqlite3'}"
+    monkeypatch.setenv(QUEUE_URL_ENV, url)
+    queue = open_queue(QueueConfig(url=url))
+    try:
+        cdn_env.purge_status = 503
+        async with serve([make_app()]) as client:
+            await sign_up(client, "retrier")
+            photo = (await upload(client, image_bytes("PNG"))).json()
+            assert (await client.delete(f"/api/photos/{photo['id']}")).status_code == 204
+        key = f"photo-{photo['id']}"
+        jobs = await queue.receive(CDN_PURGE_QUEUE, max_messages=5, wait_s=2)
+        assert sorted(job.payload["edge"] for job in jobs) == sorted(
+            [f"{cdn_env.base}/purge", DOWN_EDGE_PURGE]
+        )
+        assert {job.payload["key"] for job in jobs} == {key}
+        busy_edge = next(job for job in jobs if job.payload["edge"] == f"{cdn_env.base}/purge")
+        with pytest.raises(RuntimeError, match="HTTP 503"):
+            await tasks.get(CDN_PURGE_QUEUE)(busy_edge)
+        cdn_env.purge_status = 200
+        await tasks.get(CDN_PURGE_QUEUE)(busy_edge)
+        assert cdn_env.purges == [(f"Bearer {TOKEN}", {"key": key})]
+        forged = {"edge": "http://127.0.0.1:1/steal-the-token", "key": key}
+        await queue.publish(CDN_PURGE_QUEUE, forged)
+        (bad,) = await queue.receive(CDN_PURGE_QUEUE, wait_s=2)
+        with pytest.raises(PermanentFailure):  # only configured edges get the token
+            await tasks.get(CDN_PURGE_QUEUE)(bad)
+    finally:
+        await queue.close()
 
 
 async def test_cdn_links_without_an_edge_are_origin_paths() -> None:

@@ -63,7 +63,7 @@ def test_worker_processes_an_upload_and_is_restarted_after_a_kill(topology: Topo
     assert worker["address"] == "127.0.70.101:9100"
     health = httpx.get("http://127.0.70.101:9100/healthz", timeout=5)
     assert health.status_code == 200
-    assert health.json()["tasks"] == ["feed.fanout", "photo.process"]
+    assert health.json()["tasks"] == ["cdn.purge", "feed.fanout", "photo.process"]
     table = topology.cli("status")
     assert "worker-test-dc-1" in table.stdout
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from millions.app.errors import not_found
-from millions.app.pipeline import submit_fan_out
+from millions.app.pipeline import retry_failed_purges, submit_fan_out
 from millions.app.state import AppState, app_state
 from millions.app.store import Photo, User
 from millions.app.urls import image_url, page_url, variant_url
@@ -107,7 +107,8 @@ async def remove_photo(state: AppState, user: User, photo_id: int | None) -> Non
     if not await state.store.delete_photo(photo.id, user.id):
         raise PhotoRemovalError(404, "no such photo")
     await submit_fan_out(state, "remove", photo)
-    await state.cdn.purge_keys([surrogate_key(photo.id)])
+    key = surrogate_key(photo.id)
+    await retry_failed_purges(state, await state.cdn.purge_keys([key]), key)
     log.info("photo deleted", extra={"photo_id": photo.id, "owner_id": user.id})
 
 

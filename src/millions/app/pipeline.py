@@ -33,12 +33,15 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeGuard
 
+import aiohttp
+
 from millions.app.feed import FEED_QUEUE, FanOutAction, fan_out
 from millions.app.photo_files import PhotoFiles
 from millions.app.settings import SettingsError, current_settings
 from millions.app.state import AppState
 from millions.app.store import AppStore, Photo, ShardedAppStore
 from millions.app.variants import VARIANTS, render_variants
+from millions.edge.links import CdnLinks, PurgeOutcome, send_purge
 from millions.queue import MessageQueue, QueueConfig, QueueError, open_queue
 from millions.queue.base import Delivery
 from millions.queue.urls import QueueURLError, parse_queue_url
@@ -46,6 +49,7 @@ from millions.shards import ShardError
 from millions.workers.registry import PermanentFailure, TaskRegistry
 
 PHOTO_QUEUE = "photo.process"
+CDN_PURGE_QUEUE = "cdn.purge"
 STRANDED_AFTER_S = 30.0  # far longer than storing a photo and publishing its jobs takes
 SWEEP_INTERVAL_S = 15.0
 SWEEP_BATCH = 100
@@ -189,6 +193,39 @@ async def process_photo_job(delivery: Delivery) -> None:
         "photo processed" if marked else "photo needed no processing",
         extra={"photo_id": photo_id, "attempt": delivery.attempt},
     )
+
+
+async def retry_failed_purges(state: AppState, outcomes: list[PurgeOutcome], key: str) -> int:
+    """Queue a `cdn.purge` job for each edge that could not be purged now (it was down or
+    failed), so the stale object goes once the edge is back; how many were queued.
+    Without a queue the failures stay logged only."""
+    if state.queue is None:
+        return 0
+    failed = [outcome.edge for outcome in outcomes if not outcome.ok]
+    for edge in failed:
+        await state.queue.publish(
+            CDN_PURGE_QUEUE, {"edge": edge, "key": key}, idempotency_key=f"purge {key} {edge}"
+        )
+    return len(failed)
+
+
+@tasks.task(CDN_PURGE_QUEUE)
+async def purge_job(delivery: Delivery) -> None:
+    """The worker's purge retry: one surrogate key on one edge; a failure is retried with
+    backoff, then dead-lettered (`millions queue dlq list cdn.purge`)."""
+    payload = delivery.payload
+    edge = payload.get("edge") if isinstance(payload, dict) else None
+    key = payload.get("key") if isinstance(payload, dict) else None
+    links = CdnLinks.from_env()
+    if edge not in links.purge_urls or not isinstance(key, str) or not key:
+        raise PermanentFailure(
+            f"expected {{'edge': one of {list(links.purge_urls)}, 'key': <key>}}, got {payload!r}"
+        )
+    async with aiohttp.ClientSession() as http:
+        outcome = await send_purge(http, edge, links.admin_token, {"key": key})
+    if not outcome.ok:
+        raise RuntimeError(f"purge of {key} on {edge} failed again: {outcome.error}")
+    log.info("purge retried", extra={"edge": edge, "key": key, "attempt": delivery.attempt})
 
 
 @tasks.task(FEED_QUEUE)

@@ -306,6 +306,12 @@ class MillionsConfig(_Section):
     def edge_ops_url(self, dc: str) -> str:
         return f"http://{self.edge_host(dc)}:{self.edge.ops_port}"
 
+    def edge_purge_urls(self) -> list[str]:
+        """Every edge's purge endpoint (none when the edges are off)."""
+        if not self.edge.enabled:
+            return []
+        return [self.edge_ops_url(dc) + "/purge" for dc in self.dcs]
+
     def lb_url(self, dc: str) -> str:
         return f"http://{self.lb_host(dc)}:{self.lb.port}"
 

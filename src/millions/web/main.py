@@ -68,9 +68,7 @@ def prepare_environment(
     if dc is not None and config.edge.enabled:
         os.environ[CDN_URL_ENV] = config.edge_url(dc)
         os.environ[CDN_HEALTH_URL_ENV] = config.edge_ops_url(dc) + "/healthz"
-        os.environ[CDN_PURGE_URLS_ENV] = ",".join(
-            config.edge_ops_url(other) + "/purge" for other in config.dcs
-        )
+        os.environ[CDN_PURGE_URLS_ENV] = ",".join(config.edge_purge_urls())
 
 
 async def serve(
