@@ -16,6 +16,7 @@ keeps the order, so a range is still one `BETWEEN`-style predicate in SQLite and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
@@ -117,8 +118,9 @@ class KeyRange:
     def full(cls) -> KeyRange:
         return cls(0, KEYSPACE_END)
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
+        """Computed once: the router names a key's range on every sampled operation."""
         return f"{_bound_name(self.start)}-{_bound_name(self.end)}"
 
     def __str__(self) -> str:

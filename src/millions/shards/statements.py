@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from millions.shards.keyspace import KeyRange
 from millions.shards.schema import HASH_COLUMN, TableSpec, check_identifier
@@ -69,8 +70,47 @@ def delete(table: TableSpec) -> str:
     return f"DELETE FROM {quote(table.name)} WHERE {_pk_condition(table, 1)} RETURNING *"
 
 
+@functools.lru_cache(maxsize=1024)
 def select_by_pk(table: TableSpec) -> str:
     return f"SELECT * FROM {quote(table.name)} WHERE {_pk_condition(table, 1)}"
+
+
+FENCE_RANGES_COLUMN = "_millions_fence_ranges"
+FENCE_VERSION_COLUMN = "_millions_fence_version"
+FOUND_COLUMN = "_millions_found"
+
+
+@functools.lru_cache(maxsize=1024)
+def fenced_read(sql: str, engine: str) -> str:
+    """`sql` (a read) and the shard's fence in one statement, so one round trip and one
+    snapshot answer both. Every row carries the fence (`FENCE_RANGES_COLUMN`,
+    `FENCE_VERSION_COLUMN`) and `FOUND_COLUMN` (NULL: one row saying the read found none)
+    before the read's columns. The fence table has one row, so the read's rows keep their
+    order; on SQLite the `LIMIT -1` keeps the read a subquery of its own (SQLite flattens a
+    LEFT JOIN's plain right-hand subquery and would drop its ORDER BY)."""
+    body = sql.rstrip().rstrip(";")
+    unlimited = " LIMIT -1" if engine == "sqlite" else ""
+    return (
+        f"SELECT f.ranges AS {FENCE_RANGES_COLUMN}, f.map_version AS {FENCE_VERSION_COLUMN},"
+        f" q.* FROM _millions_fence AS f LEFT JOIN (SELECT 1 AS {FOUND_COLUMN}, s.* FROM (\n"
+        f"{body}\n) AS s{unlimited}) AS q ON 1 = 1 WHERE f.id = 1"
+    )
+
+
+def split_fenced_read(
+    rows: list[dict[str, Any]],
+) -> tuple[str, int, list[dict[str, Any]]] | None:
+    """(fence ranges text, fence version, the read's rows) of a `fenced_read` result, the
+    marker columns removed in place; None when the shard has no fence row."""
+    if not rows:
+        return None
+    first = rows[0]
+    ranges, version = str(first[FENCE_RANGES_COLUMN]), int(first[FENCE_VERSION_COLUMN])
+    if first[FOUND_COLUMN] is None:
+        return ranges, version, []
+    for row in rows:
+        del row[FENCE_RANGES_COLUMN], row[FENCE_VERSION_COLUMN], row[FOUND_COLUMN]
+    return ranges, version, rows
 
 
 def range_predicate(key_range: KeyRange, alias: str | None = None) -> str:
