@@ -4,6 +4,7 @@ template fast path against full dnspython rendering, and fuzzed packets."""
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 import dns.edns
 import dns.flags
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from millions.dns.health import HealthView
 from millions.dns.regions import Locator, PrefixTable
-from millions.dns.responder import Responder
+from millions.dns.responder import Responder, ResponderStats
 from millions.dns.wire import simple_question_end
 from millions.dns.zone import build_zone
 
@@ -362,6 +363,56 @@ def test_a_template_is_used_only_for_queries_with_the_same_answer(
         wire, source, udp = build_query(fields), fields["source"], fields["udp"]
         fresh = responder(many_nameservers=True).respond(wire, source, udp)
         assert warm.respond(wire, source, udp) == fresh
+
+
+def test_each_spelling_is_answered_as_spelled_from_the_exact_cache() -> None:
+    handler = responder()
+    for query_id, name in enumerate(["www.millions.test", "WWW.millions.test"] * 3):
+        wire = a_query(name).to_wire()
+        wire = query_id.to_bytes(2, "big") + wire[2:]
+        assert handler.respond(wire, US_CLIENT, True) == responder().respond(wire, US_CLIENT, True)
+    assert handler.stats.template_hits == 5
+    assert handler.stats.queries == {("A", "NOERROR", "us"): 6}
+    assert handler.stats.answers == {("www", "us-east"): 6}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    queries=similar_queries(),
+    repeats=st.integers(1, 3),
+    exact_cache=st.integers(1, 4),
+    template_cache=st.integers(1, 4),
+    new_view_at=st.integers(0, 30),
+)
+def test_counters_are_the_same_from_templates_as_from_rendering(
+    queries: list[dict[str, Any]],
+    repeats: int,
+    exact_cache: int,
+    template_cache: int,
+    new_view_at: int,
+) -> None:
+    """Hits counted on templates and folded in later (on reading the stats, on a new
+    view, when a cache starts over) add up to what rendering every query counts."""
+    warm = responder(many_nameservers=True)
+    rendered = ResponderStats()
+    with (
+        patch("millions.dns.responder.EXACT_CACHE_SIZE", exact_cache),
+        patch("millions.dns.responder.TEMPLATE_CACHE_SIZE", template_cache),
+    ):
+        for index, fields in enumerate(queries * repeats):
+            if index == new_view_at:
+                warm.set_view(HealthView({}, {}), frozenset())
+            wire, source, udp = build_query(fields), fields["source"], fields["udp"]
+            fresh = responder(many_nameservers=True)
+            fresh.respond(wire, source, udp)
+            warm.respond(wire, source, udp)
+            rendered.queries.update(fresh.stats.queries)
+            rendered.answers.update(fresh.stats.answers)
+            rendered.truncated += fresh.stats.truncated
+    assert warm.stats.queries == rendered.queries
+    assert warm.stats.answers == rendered.answers
+    assert warm.stats.truncated == rendered.truncated
+    assert warm.stats.dropped == 0
 
 
 # -- fuzzing -------------------------------------------------------------------------------

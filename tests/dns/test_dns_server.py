@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from millions.dns.main import GeoDns
+from millions.dns.server import UDP_BATCH
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,6 +269,31 @@ async def test_dig_gets_the_answer() -> None:
         )
         stdout, _ = await asyncio.wait_for(dig.communicate(), 10)
         assert stdout.decode().split() == [EU_LB]
+
+
+def test_a_burst_larger_than_one_batch_is_answered_whole(live: GeoDns) -> None:
+    """More datagrams than one readable event drains: every query gets its own answer."""
+    count = UDP_BATCH * 3 + 5
+    names = ["www.millions.test", "cdn.millions.test", "WWW.Millions.Test", "nope.millions.test"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((EU_CLIENT, 0))
+        sock.settimeout(2.0)
+        for query_id in range(count):
+            query = a_query(names[query_id % len(names)])
+            sock.sendto(query_id.to_bytes(2, "big") + query.to_wire()[2:], (DNS_HOST, live.port))
+        answered: dict[int, dns.message.Message] = {}
+        while len(answered) < count:
+            reply = dns.message.from_wire(sock.recv(65535))
+            answered[reply.id] = reply
+    for query_id, reply in answered.items():
+        name = names[query_id % len(names)]
+        assert str(reply.question[0].name) == name + "."
+        expected = {0: EU_LB, 1: EU_EDGE, 2: EU_LB}.get(query_id % len(names))
+        if expected is None:
+            assert reply.rcode() == dns.rcode.NXDOMAIN
+        else:
+            assert str(reply.answer[0][0]) == expected
+    assert live.server.stats.internal_errors == 0
 
 
 # -- Hypothesis packets against the live server -----------------------------------------------

@@ -80,7 +80,9 @@ class GeoDns:
         )
         self.registry = CollectorRegistry()
         self.registry.register(
-            DnsCollector(self.responder.stats, self.server.stats, self.board, lambda: self.drained)
+            DnsCollector(
+                lambda: self.responder.stats, self.server.stats, self.board, lambda: self.drained
+            )
         )
         self._admin: web.AppRunner | None = None
         self.admin_port = 0

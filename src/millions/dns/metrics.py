@@ -1,7 +1,8 @@
 """Prometheus metrics of the geo DNS server, read from plain counters at scrape time.
 
-The query path only bumps `Counter` entries; this collector turns them into metric
-families when /metrics is read (the load balancer does the same).
+The query path only bumps `Counter` entries (or a template's hit count, folded into them
+when the stats are read); this collector turns them into metric families when /metrics
+is read (the load balancer does the same).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class DnsCollector(Collector):
 
     def __init__(
         self,
-        responder: ResponderStats,
+        responder: Callable[[], ResponderStats],
         server: ServerStats,
         board: HealthBoard,
         drained: Callable[[], Set[str]],
@@ -32,7 +33,7 @@ class DnsCollector(Collector):
         self.drained = drained
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.responder
+        stats = self.responder()
         queries = CounterMetricFamily(
             "millions_dns_queries",
             "Queries answered, by query type, response code and client region",
@@ -67,6 +68,11 @@ class DnsCollector(Collector):
             "millions_dns_internal_errors",
             "Queries that failed inside the server (answered SERVFAIL)",
             self.server.internal_errors,
+        )
+        yield CounterMetricFamily(
+            "millions_dns_udp_unsent",
+            "UDP replies the kernel would not take (send buffer full, client unreachable)",
+            self.server.udp_unsent,
         )
         yield GaugeMetricFamily(
             "millions_dns_tcp_connections", "Open TCP connections", self.server.tcp_connections

@@ -1,6 +1,12 @@
 """The DNS listeners: UDP and TCP on one address and port, both answered by a `Responder`.
 
-UDP is one `DatagramProtocol` callback per packet, straight to the responder and back.
+UDP is a plain non-blocking socket that the event loop watches: each time it is readable
+the listener drains up to `UDP_BATCH` datagrams, answering each one as it comes, with no
+transport or protocol object in between (an asyncio datagram endpoint costs 0.15-0.25
+microseconds more per packet under uvloop, about 5% of a query's whole CPU time). A reply
+the kernel cannot take at once (its send buffer full) is dropped and counted, as UDP
+allows: the client asks again.
+
 TCP (RFC 7766) frames each message with a two-byte length; a connection may pipeline
 queries, which are answered in order. When the client stops reading, the server stops
 reading too (flow control), so a connection never buffers more than one message and its
@@ -27,6 +33,10 @@ log = logging.getLogger("millions.dns")
 
 #: Receive buffer asked for on the UDP socket, so bursts are queued rather than dropped.
 UDP_RECEIVE_BUFFER_BYTES = 4 << 20
+#: Datagrams answered per readable event before the loop runs other work (TCP, checks).
+UDP_BATCH = 64
+#: Largest UDP datagram read: the most a UDP message can hold.
+_UDP_MAX = 65535
 _PORT_ATTEMPTS = 20
 
 
@@ -37,6 +47,7 @@ class ServerStats:
     tcp_refused: int = 0
     tcp_idle_closed: int = 0
     internal_errors: int = 0
+    udp_unsent: int = 0
 
 
 class DnsServer:
@@ -55,7 +66,7 @@ class DnsServer:
         self.max_connections = max_connections
         self.stats = ServerStats()
         self.port = 0
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
         self._connections: set[TcpConnection] = set()
 
@@ -63,16 +74,20 @@ class DnsServer:
         try:
             return self.responder.respond(wire, source, udp)
         except Exception:
-            self.stats.internal_errors += 1
-            log.exception("query failed", extra={"source": source, "query": wire[:512].hex()})
-            return header_reply(wire, dns.rcode.SERVFAIL) if len(wire) >= HEADER_BYTES else None
+            return self.failed(wire, source)
+
+    def failed(self, wire: bytes, source: str) -> bytes | None:
+        """Log and count a query the responder failed on (inside `except`); SERVFAIL."""
+        self.stats.internal_errors += 1
+        log.exception("query failed", extra={"source": source, "query": wire[:512].hex()})
+        return header_reply(wire, dns.rcode.SERVFAIL) if len(wire) >= HEADER_BYTES else None
 
     async def start(self) -> None:
         """Listen on UDP and TCP; with port 0, on a free port both protocols share."""
         host, port = self.listen
         for _ in range(_PORT_ATTEMPTS if port == 0 else 1):
-            udp = await self._open_udp(host, port)
-            chosen = udp.get_extra_info("sockname")[1]
+            udp = self._open_udp(host, port)
+            chosen = udp.getsockname()[1]
             try:
                 self._tcp = await asyncio.get_running_loop().create_server(
                     lambda: TcpConnection(self), host, chosen, reuse_address=True, backlog=1024
@@ -84,47 +99,54 @@ class DnsServer:
                 continue
             self._udp = udp
             self.port = chosen
+            asyncio.get_running_loop().add_reader(udp.fileno(), self._udp_readable, udp)
             return
         raise OSError(errno.EADDRINUSE, f"no port on {host} free for both UDP and TCP")
 
-    async def _open_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: UdpProtocol(self), local_addr=(host, port)
-        )
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
+    def _open_udp(self, host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+        except OSError:
+            pass
+        return sock
+
+    def _udp_readable(self, sock: socket.socket) -> None:
+        """Answer the datagrams waiting on `sock`, at most `UDP_BATCH` of them."""
+        recvfrom, sendto, respond = sock.recvfrom, sock.sendto, self.responder.respond
+        for _ in range(UDP_BATCH):
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
-            except OSError:
-                pass
-        return transport
+                wire, peer = recvfrom(_UDP_MAX)
+            except OSError:  # nothing left (EAGAIN), or an error the socket reported once
+                return
+            try:
+                reply = respond(wire, peer[0], True)
+            except Exception:
+                reply = self.failed(wire, str(peer[0]))
+            if reply is not None:
+                try:
+                    sendto(reply, peer)
+                except OSError:  # send buffer full (EAGAIN) or the client unreachable
+                    self.stats.udp_unsent += 1
 
     async def stop(self) -> None:
         if self._udp is not None:
+            asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
+            self._udp = None
         if self._tcp is not None:
             self._tcp.close()
         for connection in list(self._connections):
             connection.close()
         if self._tcp is not None:
             await self._tcp.wait_closed()
-
-
-class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        reply = self.server.answer(data, str(addr[0]), True)
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        """ICMP errors for earlier replies (a client gone away): nothing to do."""
 
 
 class TcpConnection(asyncio.Protocol):

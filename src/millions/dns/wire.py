@@ -7,7 +7,9 @@ that shape (one question, no other records except an EDNS OPT record with at mos
 Client Subnet option, no name compression) with a few byte comparisons. Such a query's
 answer depends only on its bytes after the ID and on the client's region, so the server
 renders it once with dnspython and afterwards only patches the ID and the question's
-letter case (`patch_reply`): about 3 microseconds. Anything else, malformed or not,
+letter case (`patch_reply`): about 3 microseconds. A query spelled exactly as one seen
+before is cheaper still: the responder looks up its bytes after the ID and only
+prepends the ID. Anything else, malformed or not,
 takes the dnspython path. `header_reply` answers packets that dnspython cannot parse but
 whose header can be read (FORMERR, NOTIMP).
 """
@@ -82,10 +84,11 @@ def cache_key(wire: bytes, question_end: int) -> bytes:
     return wire[2:12] + wire[12:name_end].lower() + wire[name_end:]
 
 
-def patch_reply(template: bytes, wire: bytes, question_end: int) -> bytes:
-    """`template` (a reply rendered for a query with the same cache key) as the reply to
-    `wire`: its ID, and its question spelled as the client spelled it."""
-    return wire[:2] + template[2:12] + wire[12:question_end] + template[question_end:]
+def patch_reply(tail: bytes, wire: bytes, question_end: int) -> bytes:
+    """`tail` (a reply rendered for a query with the same cache key, without its two-byte
+    ID) as the reply to `wire`: its ID, and its question spelled as the client spelled
+    it."""
+    return wire[:2] + tail[:10] + wire[12:question_end] + tail[question_end - 2 :]
 
 
 def header_reply(wire: bytes, rcode: int) -> bytes:
