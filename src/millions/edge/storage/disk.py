@@ -14,7 +14,13 @@ repair after a crash. A file that is truncated, has a bad magic or CRC, a name t
 not match its keys, or metadata that does not decode is deleted during the scan. Bodies
 are not checksummed (that would mean reading every body on open); a truncated body shows
 as a size mismatch. The index holds each object's metadata blob so that lookups do no
-I/O. Recency is in-process LRU; across a restart it starts from file modification times.
+I/O, and nothing else: one `OrderedDict` slot per URI whose value is the blob (or a tuple
+of blobs for a URI with several variants). File names are derived from the keys, body
+lengths and sizes from the open file (`fstat`, `stat` before an unlink), so the index
+keeps no paths, records or sizes; a file deleted behind the tier's back is dropped from
+the index when it is next opened, and its bytes stay counted until the next open of the
+tier rescans. Recency is in-process LRU by URI (eviction drops the least recently used
+URI's oldest variant first); across a restart it starts from file modification times.
 
 Metadata updates (freshening after a 304, soft purge) rewrite the tail in place: a crash
 mid-update leaves a CRC mismatch, and the object is dropped on the next open.
@@ -25,6 +31,7 @@ data is written outside it): the tiered store runs them in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -61,12 +68,11 @@ def _crc(primary: bytes, meta: bytes) -> int:
     return zlib.crc32(meta, zlib.crc32(primary))
 
 
-@dataclass(slots=True)
-class _Record:
-    path: Path
-    body_length: int
-    meta: bytes
-    size: int
+#: One URI's variants in the index: the metadata blob of its only variant (most URIs have
+#: one), else a tuple of blobs, oldest first. The blobs are the objects the memory tier holds
+#: for the same variants, and file paths and sizes are derived (from the keys and from the
+#: file) instead of kept, so an object indexed in both tiers costs this tier one dict slot.
+_Variants = bytes | tuple[bytes, ...]
 
 
 @dataclass(slots=True)
@@ -179,20 +185,24 @@ class DiskTier:
         self.counters = TierCounters()
         self._objects = root / "objects"
         self._tmp = root / "tmp"
+        self._objects_dir = str(self._objects)
         self._lock = threading.Lock()
-        self._lru: OrderedDict[tuple[bytes, bytes], _Record] = OrderedDict()
-        self._by_primary: dict[bytes, set[bytes]] = {}
+        self._lru: OrderedDict[bytes, _Variants] = OrderedDict()
         self._temp_serial = 0
         self._objects.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._scan()
+
+    def _path(self, primary: bytes, secondary: bytes) -> str:
+        name = object_name(primary, secondary)
+        return f"{self._objects_dir}/{name[:2]}/{name}"
 
     # -- opening ---------------------------------------------------------------
 
     def _scan(self) -> None:
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
-        found: list[tuple[float, bytes, bytes, _Record]] = []
+        found: list[tuple[float, bytes, bytes, int]] = []
         for path in self._objects.glob("*/*"):
             loaded = self._load(path)
             if loaded is None:
@@ -201,12 +211,13 @@ class DiskTier:
             else:
                 found.append(loaded)
         found.sort(key=lambda item: item[0])
-        for _, primary, secondary, record in found:
-            self._index(primary, secondary, record)
+        for _, primary, meta, size in found:
+            self._index(primary, meta, size)
         self._evict()
 
     @staticmethod
-    def _load(path: Path) -> tuple[float, bytes, bytes, _Record] | None:
+    def _load(path: Path) -> tuple[float, bytes, bytes, int] | None:
+        """(modification time, primary key, metadata, file size) of a valid object file."""
         try:
             with open(path, "rb") as file:
                 stat = os.fstat(file.fileno())
@@ -231,48 +242,89 @@ class DiskTier:
             return None
         if path.name != object_name(primary, secondary):
             return None
-        return stat.st_mtime, primary, secondary, _Record(path, body_length, meta, stat.st_size)
+        return stat.st_mtime, primary, meta, stat.st_size
 
     # -- index (callers hold the lock) -------------------------------------------
 
-    def _index(self, primary: bytes, secondary: bytes, record: _Record) -> None:
-        self._lru[(primary, secondary)] = record
-        self._by_primary.setdefault(primary, set()).add(secondary)
-        self.counters.stored_bytes += record.size
+    def _index(self, primary: bytes, meta: bytes, size: int) -> None:
+        """Index a variant that is not indexed yet, as the most recently used."""
+        variants = self._lru.pop(primary, None)
+        if variants is None:
+            self._lru[primary] = meta
+        elif isinstance(variants, bytes):
+            self._lru[primary] = (variants, meta)
+        else:
+            self._lru[primary] = (*variants, meta)
+        self.counters.stored_bytes += size
         self.counters.objects += 1
 
-    def _unindex(self, primary: bytes, secondary: bytes) -> _Record | None:
-        record = self._lru.pop((primary, secondary), None)
-        if record is None:
+    def _meta(self, primary: bytes, secondary: bytes) -> bytes | None:
+        variants = self._lru.get(primary)
+        if variants is None:
             return None
-        secondaries = self._by_primary[primary]
-        secondaries.discard(secondary)
-        if not secondaries:
-            del self._by_primary[primary]
-        self.counters.stored_bytes -= record.size
+        if isinstance(variants, bytes):
+            return variants if secondary_of(variants) == secondary else None
+        for meta in variants:
+            if secondary_of(meta) == secondary:
+                return meta
+        return None
+
+    def _set_variant(self, primary: bytes, secondary: bytes, meta: bytes | None) -> None:
+        """Replace (or with None, drop) the indexed variant `secondary` of `primary`, which
+        must be indexed; recency is unchanged."""
+        variants = self._lru[primary]
+        if isinstance(variants, bytes):
+            if meta is None:
+                del self._lru[primary]
+            else:
+                self._lru[primary] = meta
+            return
+        kept: list[bytes] = []
+        for old in variants:
+            if secondary_of(old) != secondary:
+                kept.append(old)
+            elif meta is not None:
+                kept.append(meta)
+        self._lru[primary] = kept[0] if len(kept) == 1 else tuple(kept)
+
+    def _remove_file(self, primary: bytes, secondary: bytes) -> None:
+        """Drop an indexed variant: unindex it and delete its file."""
+        path = self._path(primary, secondary)
+        self._set_variant(primary, secondary, None)
         self.counters.objects -= 1
-        return record
+        self.counters.stored_bytes -= _file_size(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def _evict(self) -> None:
-        while self.counters.stored_bytes > self.max_bytes and self._lru:
-            primary, secondary = next(iter(self._lru))
-            record = self._unindex(primary, secondary)
-            if record is not None:
-                record.path.unlink(missing_ok=True)
-                self.counters.evictions += 1
+        """Drop least recently used variants (the oldest URI's oldest variant first) until
+        the files fit the budget."""
+        counters = self.counters
+        lru = self._lru
+        while counters.stored_bytes > self.max_bytes and lru:
+            primary = next(iter(lru))
+            variants = lru[primary]
+            oldest = variants if isinstance(variants, bytes) else variants[0]
+            self._remove_file(primary, secondary_of(oldest))
+            counters.evictions += 1
 
     def _publish(
         self, primary: bytes, secondary: bytes, temp: Path, body_length: int, meta: bytes
     ) -> None:
         """Move a finished temporary file into place and index it (called by DiskWriter)."""
-        name = object_name(primary, secondary)
-        final = self._objects / name[:2] / name
+        final = self._path(primary, secondary)
         size = BODY_OFFSET + body_length + len(primary) + len(meta)
-        final.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(os.path.dirname(final))
         with self._lock:
+            if self._meta(primary, secondary) is not None:
+                self.counters.stored_bytes -= _file_size(final)
+                self.counters.objects -= 1
+                self._set_variant(primary, secondary, None)
             os.replace(temp, final)
-            self._unindex(primary, secondary)
-            self._index(primary, secondary, _Record(final, body_length, meta, size))
+            self._index(primary, meta, size)
             self._evict()
 
     # -- the tier interface --------------------------------------------------------
@@ -292,32 +344,33 @@ class DiskTier:
 
     def variants(self, primary: bytes, *, touch: bool = True) -> list[bytes]:
         with self._lock:
-            metas = []
-            for secondary in self._by_primary.get(primary, ()):
-                key = (primary, secondary)
-                if touch:
-                    self._lru.move_to_end(key)
-                metas.append(self._lru[key].meta)
-            return metas
+            variants = self._lru.get(primary)
+            if variants is None:
+                return []
+            if touch:
+                self._lru.move_to_end(primary)
+            return [variants] if isinstance(variants, bytes) else list(variants)
 
     def open_body(self, primary: bytes, secondary: bytes) -> DiskBody | None:
         """The stored body, open for reading (zero-copy sending); None if not stored."""
         with self._lock:
-            record = self._lru.get((primary, secondary))
-            if record is None:
+            meta = self._meta(primary, secondary)
+            if meta is None:
                 self.counters.misses += 1
                 return None
-            self._lru.move_to_end((primary, secondary))
+            self._lru.move_to_end(primary)
+            path = self._path(primary, secondary)
             try:
                 # Opened under the lock: a concurrent purge unlinks only after this.
-                file = open(record.path, "rb")  # DiskBody closes it
+                file = open(path, "rb")  # DiskBody closes it
             except OSError:
-                logger.warning("cache object %s vanished; dropping it", record.path)
-                self._unindex(primary, secondary)
+                logger.warning("cache object %s vanished; dropping it", path)
+                self._remove_file(primary, secondary)
                 self.counters.misses += 1
                 return None
+            body_length = os.fstat(file.fileno()).st_size - BODY_OFFSET - len(primary) - len(meta)
             self.counters.hits += 1
-        return DiskBody(file, BODY_OFFSET, record.body_length)
+        return DiskBody(file, BODY_OFFSET, body_length)
 
     def read_body(self, primary: bytes, secondary: bytes) -> bytes | None:
         body = self.open_body(primary, secondary)
@@ -329,59 +382,61 @@ class DiskTier:
     def meta_of(self, primary: bytes, secondary: bytes) -> bytes | None:
         """One variant's current metadata blob, or None."""
         with self._lock:
-            record = self._lru.get((primary, secondary))
-            return None if record is None else record.meta
+            return self._meta(primary, secondary)
 
     def set_meta(self, primary: bytes, secondary: bytes, meta: bytes) -> bool:
         with self._lock:
-            record = self._lru.get((primary, secondary))
-            if record is None:
+            old = self._meta(primary, secondary)
+            if old is None:
                 return False
+            path = self._path(primary, secondary)
             try:
-                with open(record.path, "r+b") as file:
-                    file.seek(BODY_OFFSET + record.body_length + len(primary))
+                with open(path, "r+b") as file:
+                    old_size = os.fstat(file.fileno()).st_size
+                    body_length = old_size - BODY_OFFSET - len(primary) - len(old)
+                    file.seek(BODY_OFFSET + body_length + len(primary))
                     file.write(meta)
                     file.truncate()
                     file.seek(0)
                     file.write(
                         _HEADER.pack(
-                            _MAGIC,
-                            record.body_length,
-                            len(primary),
-                            len(meta),
-                            _crc(primary, meta),
+                            _MAGIC, body_length, len(primary), len(meta), _crc(primary, meta)
                         )
                     )
             except OSError:
-                logger.warning("cannot update cache object %s; dropping it", record.path)
-                self._unindex(primary, secondary)
-                record.path.unlink(missing_ok=True)
+                logger.warning("cannot update cache object %s; dropping it", path)
+                self._remove_file(primary, secondary)
                 return False
-            size = BODY_OFFSET + record.body_length + len(primary) + len(meta)
-            self.counters.stored_bytes += size - record.size
-            record.meta = meta
-            record.size = size
+            self.counters.stored_bytes += len(meta) - len(old)
+            self._set_variant(primary, secondary, meta)
             self._evict()
             return True
 
     def remove(self, primary: bytes) -> int:
         with self._lock:
-            removed = 0
-            for secondary in list(self._by_primary.get(primary, ())):
-                record = self._unindex(primary, secondary)
-                if record is not None:
-                    record.path.unlink(missing_ok=True)
-                    removed += 1
-            return removed
+            variants = self._lru.get(primary)
+            if variants is None:
+                return 0
+            metas = [variants] if isinstance(variants, bytes) else list(variants)
+            for meta in metas:
+                self._remove_file(primary, secondary_of(meta))
+            return len(metas)
 
     def remove_variant(self, primary: bytes, secondary: bytes) -> bool:
         with self._lock:
-            record = self._unindex(primary, secondary)
-            if record is None:
+            if self._meta(primary, secondary) is None:
                 return False
-            record.path.unlink(missing_ok=True)
+            self._remove_file(primary, secondary)
             return True
 
     def primary_keys(self) -> Iterator[bytes]:
         with self._lock:
-            return iter(list(self._by_primary))
+            return iter(list(self._lru))
+
+
+def _file_size(path: str) -> int:
+    """The size of the file at `path`; 0 if it is gone (removed behind the tier's back)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
