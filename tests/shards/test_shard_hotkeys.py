@@ -133,3 +133,23 @@ def test_decide_splits_covers_every_range_over_the_threshold() -> None:
     decisions = decide_splits(report, threshold_ops_s=2500)
     assert [d.key_range for d in decisions] == ["-80", "40-"]
     assert all(d.split for d in decisions)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=400),
+    st.integers(min_value=1, max_value=8),
+)
+def test_space_saving_bounds_hold_with_the_count_index(stream: list[int], capacity: int) -> None:
+    """Every count over-estimates by at most its error, the counts add up to the stream,
+    and a key with more than 1/capacity of the stream is always tracked."""
+    summary = SpaceSaving(capacity)
+    for item in stream:
+        summary.add(f"k{item}", item)
+    true = {f"k{item}": stream.count(item) for item in set(stream)}
+    assert len(summary.counters) <= capacity
+    assert sum(count for count, _, _ in summary.counters.values()) == len(stream)
+    for key, (count, error, _) in summary.counters.items():
+        assert count - error <= true[key] <= count
+    for key, count in true.items():
+        if count > len(stream) / capacity:
+            assert key in summary.counters

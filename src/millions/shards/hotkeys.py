@@ -125,27 +125,54 @@ def current_load(report: HotReport, ranges: Collection[str]) -> HotReport:
 
 
 class SpaceSaving:
-    """Approximate counts of the heaviest keys in `capacity` counters."""
+    """Approximate counts of the heaviest keys in `capacity` counters.
 
-    __slots__ = ("capacity", "counters")
+    Counters are also indexed by count (the "stream summary" of the paper), so taking over
+    the smallest counter does not scan them all: every routed read of an untracked key
+    does that, and a scan of 64 counters cost more than the rest of the read's routing."""
+
+    __slots__ = ("_by_count", "_smallest", "capacity", "counters")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.counters: dict[str, list[float]] = {}  # key -> [count, error, keyspace id]
+        self._by_count: dict[float, dict[str, None]] = {}  # count -> its keys, in order
+        self._smallest: float | None = None  # None: unknown, recomputed when needed
 
     def add(self, key: str, keyspace_id: int, weight: float = 1.0) -> None:
         counter = self.counters.get(key)
         if counter is not None:
+            self._unindex(key, counter[0])
             counter[0] += weight
+            self._index(key, counter[0])
             return
         if len(self.counters) < self.capacity:
             self.counters[key] = [weight, 0.0, float(keyspace_id)]
+            self._index(key, weight)
             return
-        smallest_key = min(self.counters, key=lambda k: self.counters[k][0])
-        smallest = self.counters.pop(smallest_key)[0]
+        if self._smallest is None:
+            self._smallest = min(self._by_count)
+        smallest = self._smallest
+        evicted = next(iter(self._by_count[smallest]))
+        self._unindex(evicted, smallest)
+        del self.counters[evicted]
         self.counters[key] = [smallest + weight, smallest, float(keyspace_id)]
+        self._index(key, smallest + weight)
+
+    def _index(self, key: str, count: float) -> None:
+        self._by_count.setdefault(count, {})[key] = None
+        if self._smallest is not None and count < self._smallest:
+            self._smallest = count
+
+    def _unindex(self, key: str, count: float) -> None:
+        keys = self._by_count[count]
+        del keys[key]
+        if not keys:
+            del self._by_count[count]
+            if count == self._smallest:
+                self._smallest = None
 
 
 class _Bucket:
