@@ -70,7 +70,6 @@ def test_without_a_url_the_topology_queue_is_used(
     seeded: tuple[str, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No --url and no MILLIONS_QUEUE_URL: the queue of the topology in ./millions.toml."""
-    url, _ = seeded
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (tmp_path / "queue.db").rename(run_dir / "queue.sqlite3")
