@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from queue_support import TEST_CONFIG, receive_one
@@ -93,4 +94,45 @@ async def test_message_age_counts_from_when_it_became_deliverable(queue: SqliteQ
     assert stats.oldest_age_s is not None and stats.oldest_age_s < 1.0
     assert (stats.in_flight, stats.delayed) == (1, 0)
     assert await queue.ack(delivery)
+    await queue.close()
+
+
+async def test_a_failing_operation_fails_only_its_caller_in_a_shared_commit(
+    queue: SqliteQueue,
+) -> None:
+    await queue.publish("warm-up", {})
+    before = queue.commits
+
+    def conflicting(batch: Any) -> None:
+        batch.db.execute("INSERT INTO queues (name, created_at) VALUES ('half-done', 0)")
+        batch.db.execute("INSERT INTO queues (name, created_at) VALUES ('warm-up', 0)")
+
+    results = await asyncio.gather(
+        *(queue.publish("photos", {"n": n}) for n in range(20)),
+        queue._submit(conflicting, writes=True),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, str) for result in results[:20])
+    assert isinstance(results[20], QueueError)
+    assert queue.commits - before == 1, "submitted together, committed together"
+    assert (await queue.stats("photos")).ready == 20
+    assert "half-done" not in await queue.queue_names(), "the failed operation left nothing"
+    await queue.close()
+
+
+async def test_a_publish_waits_for_another_connection_to_release_the_write_lock(
+    queue: SqliteQueue, tmp_path: Path
+) -> None:
+    await queue.publish("warm-up", {})
+    other = sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        publish = asyncio.ensure_future(queue.publish("photos", {"n": 1}))
+        done, _ = await asyncio.wait({publish}, timeout=0.2)
+        assert not done, "published while another connection held the write lock"
+        other.execute("COMMIT")
+        await asyncio.wait_for(publish, 5)
+    finally:
+        other.close()
+    assert (await queue.stats("photos")).ready == 1
     await queue.close()

@@ -155,6 +155,56 @@ async def test_no_more_than_concurrency_handlers_run_or_are_leased(queue: Sqlite
     assert peak == 3
 
 
+class SlowAcks:
+    """The queue with every ack held until `acks_open` is set."""
+
+    def __init__(self, queue: SqliteQueue) -> None:
+        self.queue = queue
+        self.acks_open = asyncio.Event()
+        self.acks_waiting = 0
+
+    async def receive(
+        self, queue: str, *, max_messages: int = 1, wait_s: float = 0.0
+    ) -> list[Delivery]:
+        return await self.queue.receive(queue, max_messages=max_messages, wait_s=wait_s)
+
+    async def ack(self, delivery: Delivery) -> bool:
+        self.acks_waiting += 1
+        await self.acks_open.wait()
+        return await self.queue.ack(delivery)
+
+
+async def test_a_slot_frees_when_its_handler_returns_and_acks_in_flight_are_bounded(
+    queue: SqliteQueue,
+) -> None:
+    tasks = TaskRegistry()
+    handled = 0
+
+    @tasks.task("work")
+    async def work(delivery: Delivery) -> None:
+        nonlocal handled
+        handled += 1
+
+    for n in range(5):
+        await queue.publish("work", {"n": n})
+    slow = SlowAcks(queue)
+    worker = Worker(slow, tasks, concurrency=2, grace_s=5, poll_s=0.05)  # type: ignore[arg-type]
+    background = Running(worker)
+    try:
+        # The next messages are handled while the first acks are still being written, up
+        # to `concurrency` acks waiting besides `concurrency` handlers.
+        await wait_until(lambda: slow.acks_waiting == 4, 5, "four acks to wait")
+        assert (handled, worker.in_flight) == (4, 4)
+        stats = await queue.stats("work")
+        assert (stats.in_flight, stats.ready) == (4, 1), "no lease beyond the bound"
+        slow.acks_open.set()
+        await wait_until(lambda: handled == 5 and worker.in_flight == 0, 10, "all five done")
+    finally:
+        slow.acks_open.set()
+        await background.finish()
+    assert (await queue.stats("work")).ready == 0
+
+
 async def test_a_handler_past_the_visibility_timeout_is_cancelled_and_failed(
     queue: SqliteQueue,
 ) -> None:

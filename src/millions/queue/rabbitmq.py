@@ -80,11 +80,14 @@ class _Envelope:
     published_at: float
 
     def headers(self, **extra: Any) -> dict[str, Any]:
-        headers: dict[str, Any] = {
-            ATTEMPTS: self.attempts,
-            IDEMPOTENCY_KEY: self.idempotency_key,
-            PUBLISHED_AT: _to_ms(self.published_at),
-        }
+        """Only what differs from what `_envelope` assumes when a header is missing (no
+        attempts yet, the message id as the idempotency key): a smaller table for the
+        client to encode and the broker to store on every publish."""
+        headers: dict[str, Any] = {PUBLISHED_AT: _to_ms(self.published_at)}
+        if self.attempts:
+            headers[ATTEMPTS] = self.attempts
+        if self.idempotency_key != self.message_id:
+            headers[IDEMPOTENCY_KEY] = self.idempotency_key
         if self.max_attempts is not None:
             headers[MAX_ATTEMPTS] = self.max_attempts
         headers.update(extra)
@@ -176,6 +179,7 @@ class RabbitQueue:
         self._consumers: dict[str, _Consumer] = {}
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
+        self._declare_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -195,10 +199,16 @@ class RabbitQueue:
         )
         message_id, body, delay = message.message_id, message.body, message.delay_s
         envelope = _Envelope(message_id, 0, max_attempts, message.idempotency_key, time.time())
+        if self._closed:
+            raise QueueError(f"RabbitMQ queue {self.display_url} is closed")
+        # The hot path: `_errors` inlined (an async context manager per message costs).
         try:
-            async with self._errors(f"publish to {queue}"):
-                await self._declare(queue)
+            try:
+                if queue not in self._declared:
+                    await self._declare(queue)
                 await self._send(queue, body, envelope, delay)
+            except _DRIVER_ERRORS as exc:
+                raise self._failure(f"publish to {queue}", exc) from exc
         except QueueError:
             self._declared.discard(queue)  # declare again next time (it may have been deleted)
             raise
@@ -208,7 +218,9 @@ class RabbitQueue:
         self, queue: str, body: bytes, envelope: _Envelope, delay_s: float, **headers: Any
     ) -> None:
         """Publish one copy and wait for the broker's confirm."""
-        channel = await self._publisher_channel()
+        channel = self._publisher
+        if channel is None or channel.is_closed:
+            channel = await self._publisher_channel()
         message = aio_pika.Message(
             body,
             headers=envelope.headers(**headers),
@@ -259,8 +271,9 @@ class RabbitQueue:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    try:
-                        message = await asyncio.wait_for(consumer.buffer.get(), remaining)
+                    try:  # `timeout`, not `wait_for`: no extra task per wait
+                        async with asyncio.timeout(remaining):
+                            message = await consumer.buffer.get()
                     except TimeoutError:
                         break
                 if message is None:  # the channel closed: its unacked messages went back
@@ -540,12 +553,15 @@ class RabbitQueue:
             raise QueueError(f"RabbitMQ queue {self.display_url} is closed")
         try:
             yield
-        except ChannelClosed as exc:
+        except _DRIVER_ERRORS as exc:
+            raise self._failure(what, exc) from exc
+
+    def _failure(self, what: str, exc: BaseException) -> QueueError:
+        """The `QueueError` for a driver error; a closed channel is opened afresh next time."""
+        if isinstance(exc, ChannelClosed):
             self._publisher = None
             self._admin = None
-            raise QueueError(f"RabbitMQ {self.display_url}: {what}: {exc}") from exc
-        except _DRIVER_ERRORS as exc:
-            raise QueueError(f"RabbitMQ {self.display_url}: {what}: {exc}") from exc
+        return QueueError(f"RabbitMQ {self.display_url}: {what}: {exc}")
 
     async def _connected(self) -> aio_pika.abc.AbstractConnection:
         async with self._lock:
@@ -588,9 +604,15 @@ class RabbitQueue:
                     await channel.close()
 
     async def _declare(self, queue: str) -> None:
-        """Declare `queue`, its dead-letter queue and its delay chain (once per object)."""
+        """Declare `queue`, its dead-letter queue and its delay chain (once per object;
+        concurrent first publishes wait for one declaration instead of each making one)."""
         if queue in self._declared:
             return
+        async with self._declare_lock:
+            if queue not in self._declared:
+                await self._declare_topology(queue)
+
+    async def _declare_topology(self, queue: str) -> None:
         channel = await self._admin_channel()
         arguments: dict[str, Any] = {}
         if self.config.rabbitmq_quorum:

@@ -3,12 +3,16 @@
 Durability with group commit. The database runs with `synchronous = FULL`, so a commit
 returns only after the write-ahead log is on disk. Every operation of a queue object runs
 on one writer thread with its own connection; the thread takes all the operations that
-are waiting, runs the writing ones inside one `BEGIN IMMEDIATE ... COMMIT` (each in its
-own savepoint, so one failure does not undo the others) and only then answers them.
+are waiting, runs the writing ones inside one `BEGIN IMMEDIATE ... COMMIT` (should one
+fail, the batch runs again with each in its own savepoint, so one failure does not undo
+the others) and only then answers them, with one wake-up of the caller's event loop.
 Concurrent publishes therefore share one commit and one disk flush, and each `publish`
 still returns only after the transaction holding its message has committed (`commits`
-counts the transactions). aiosqlite also runs a connection on a thread, but one
-statement at a time with a commit each; batching across callers is what it cannot do.
+counts the transactions). Operations submitted in one event-loop iteration reach the
+thread as one list, so callers woken together by a commit share the next one too.
+aiosqlite also runs a connection on a thread, but one statement at a time with a commit
+each; batching across callers is what it cannot do. Another process holding the write
+lock is waited for in steps of `LOCK_RETRY_S`, not SQLite's coarse busy backoff.
 
 Leases. `receive` marks a row leased: a random token and an expiry (`available_at`, now
 plus the visibility timeout) and counts the attempt. A row is ready when its
@@ -54,6 +58,8 @@ from millions.sqlite_wal import enable_wal
 log = logging.getLogger("millions.queue")
 
 BUSY_TIMEOUT_MS = 10_000
+#: Pause between tries for the write lock while another connection holds it.
+LOCK_RETRY_S = 0.0002
 MAX_BATCH = 1000
 RATE_BUCKET_S = 10
 RATE_WINDOW_BUCKETS = 6
@@ -155,6 +161,10 @@ class _Batch:
         bucket = int(now // RATE_BUCKET_S)
         for queue, (published, acked) in totals.items():
             self.db.execute(_BUMP, (queue, bucket, published, acked))
+            if published:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO queues (name, created_at) VALUES (?, ?)", (queue, now)
+                )
 
 
 @dataclass
@@ -166,17 +176,26 @@ class _Job:
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
-def _settle(job: _Job, ok: bool, value: Any) -> None:
-    def settle() -> None:
+def _answer(jobs: list[_Job]) -> None:
+    """Hand each job's `outcome` to its caller: one wake-up per event loop, not per job
+    (a group commit answers hundreds of callers at once)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in jobs:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, answered in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+            loop.call_soon_threadsafe(_set_outcomes, answered)
+
+
+def _set_outcomes(jobs: list[_Job]) -> None:
+    for job in jobs:
         if job.future.done():  # the caller was cancelled; the work happened anyway
-            return
+            continue
+        ok, value = job.outcome
         if ok:
             job.future.set_result(value)
         else:
             job.future.set_exception(value)
-
-    with contextlib.suppress(RuntimeError):  # the caller's loop is closed
-        job.loop.call_soon_threadsafe(settle)
 
 
 class _WriterThread(threading.Thread):
@@ -185,7 +204,8 @@ class _WriterThread(threading.Thread):
     def __init__(self, path: Path) -> None:
         super().__init__(name=f"queue-sqlite-{path.name}", daemon=True)
         self.path = path
-        self.jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
+        #: Lists of jobs (one per event-loop iteration that submitted any); None stops.
+        self.jobs: thread_queue.SimpleQueue[list[_Job] | None] = thread_queue.SimpleQueue()
         self.commits = 0
         self._db: sqlite3.Connection | None = None
         self._last_prune = 0.0
@@ -196,23 +216,25 @@ class _WriterThread(threading.Thread):
                 first = self.jobs.get()
                 if first is None:
                     return
-                batch = [first]
+                batch = list(first)
                 stop = False
                 while len(batch) < MAX_BATCH:
                     try:
-                        job = self.jobs.get_nowait()
+                        jobs = self.jobs.get_nowait()
                     except thread_queue.Empty:
                         break
-                    if job is None:
+                    if jobs is None:
                         stop = True
                         break
-                    batch.append(job)
+                    batch.extend(jobs)
                 try:
                     self._run_batch(batch)
                 except Exception as exc:  # a bug must fail the callers, not hang them
                     log.exception("sqlite queue writer failed")
+                    error = QueueError(f"sqlite queue {self.path}: {exc!r}")
                     for job in batch:
-                        _settle(job, False, QueueError(f"sqlite queue {self.path}: {exc!r}"))
+                        job.outcome = (False, error)
+                    _answer(batch)
                 if stop:
                     return
         finally:
@@ -225,29 +247,32 @@ class _WriterThread(threading.Thread):
         except (sqlite3.Error, OSError) as exc:
             error = QueueError(f"sqlite queue {self.path}: {exc}")
             for job in jobs:
-                _settle(job, False, error)
+                job.outcome = (False, error)
+            _answer(jobs)
             return
-        for job in jobs:
-            if not job.writes:
-                _settle(job, *self._attempt(_Batch(db), job))
+        readers = [job for job in jobs if not job.writes]
+        for job in readers:
+            job.outcome = self._attempt(_Batch(db), job)
+        if readers:
+            _answer(readers)
         writers = [job for job in jobs if job.writes]
         if writers:
             self._write(db, writers)
 
     def _write(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """All `jobs` in one transaction. First without savepoints (the common case: every
+        job succeeds); if one fails, the transaction is rolled back and run again with
+        each job in its own savepoint, so only the failed job's caller sees the error.
+        Jobs are functions of the database alone, so running them twice is harmless."""
         batch = _Batch(db)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            for index, job in enumerate(jobs):
-                counted = len(batch.counts)
-                db.execute(f"SAVEPOINT op{index}")
-                job.outcome = self._attempt(batch, job)
-                if job.outcome[0]:
-                    db.execute(f"RELEASE op{index}")
-                else:
-                    del batch.counts[counted:]
-                    db.execute(f"ROLLBACK TO op{index}")
-                    db.execute(f"RELEASE op{index}")
+            _begin_immediate(db)
+            if not self._run_together(batch, jobs):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                batch = _Batch(db)
+                _begin_immediate(db)
+                self._run_isolated(batch, jobs)
             now = time.time()
             batch.flush_counts(now)
             if now - self._last_prune > 60:
@@ -261,11 +286,31 @@ class _WriterThread(threading.Thread):
                     db.execute("ROLLBACK")
             error = QueueError(f"sqlite queue {self.path}: {exc}")
             for job in jobs:
-                _settle(job, False, error)
+                job.outcome = (False, error)
+            _answer(jobs)
             return
         self.commits += 1
+        _answer(jobs)
+
+    def _run_together(self, batch: _Batch, jobs: list[_Job]) -> bool:
         for job in jobs:
-            _settle(job, *job.outcome)
+            job.outcome = self._attempt(batch, job)
+            if not job.outcome[0]:
+                return False
+        return True
+
+    def _run_isolated(self, batch: _Batch, jobs: list[_Job]) -> None:
+        db = batch.db
+        for job in jobs:
+            counted = len(batch.counts)
+            db.execute("SAVEPOINT op")  # one name: the statement stays cached
+            job.outcome = self._attempt(batch, job)
+            if job.outcome[0]:
+                db.execute("RELEASE op")
+            else:
+                del batch.counts[counted:]
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
 
     @staticmethod
     def _attempt(batch: _Batch, job: _Job) -> tuple[bool, Any]:
@@ -280,6 +325,32 @@ class _WriterThread(threading.Thread):
         if self._db is None:
             self._db = _connect(self.path)
         return self._db
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    """Take the write lock, trying again every `LOCK_RETRY_S` for up to `BUSY_TIMEOUT_MS`.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15... ms between tries, while another
+    process (a producer and a worker share the file) holds the lock for well under a
+    millisecond plus one fsync; waking sooner keeps the group commits of both flowing.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction or not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(LOCK_RETRY_S)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -321,6 +392,8 @@ class SqliteQueue:
         self._closed = False
         self._leases: dict[int, str] = {}
         self._published: asyncio.Event | None = None
+        self._pending: list[_Job] = []
+        self._backlogged: set[str] = set()
 
     @property
     def commits(self) -> int:
@@ -350,10 +423,7 @@ class SqliteQueue:
             now = time.time()
             due = now + delay
             batch.db.execute(_INSERT, (message_id, queue, body, key, max_attempts, now, due, due))
-            batch.db.execute(
-                "INSERT OR IGNORE INTO queues (name, created_at) VALUES (?, ?)", (queue, now)
-            )
-            batch.count(queue, published=1)
+            batch.count(queue, published=1)  # also records the queue's name (flush_counts)
 
         await self._submit(insert, writes=True)
         if self._published is not None:
@@ -372,14 +442,21 @@ class SqliteQueue:
         deadline = time.monotonic() + max(wait_s, 0.0)
         while True:
             published.clear()
-            ready = await self._submit(
+            # A read first, which takes no lock, so idle polling does not contend with
+            # writers; skipped while the last lease was full (more are likely waiting),
+            # which also lets the lease join the commit of acks submitted with it.
+            ready = queue in self._backlogged or await self._submit(
                 lambda batch: batch.db.execute(_HAS_READY, (queue, time.time())).fetchone(),
                 writes=False,
             )
-            if ready is not None:
+            if ready:
                 deliveries: list[Delivery] = await self._submit(
                     lambda batch: self._lease(batch, queue, max_messages), writes=True
                 )
+                if len(deliveries) == max_messages:
+                    self._backlogged.add(queue)
+                else:
+                    self._backlogged.discard(queue)
                 if deliveries:
                     for delivery in deliveries:
                         lease = delivery.receipt
@@ -390,7 +467,8 @@ class SqliteQueue:
             if remaining <= 0:
                 return []
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(published.wait(), min(self.poll_interval_s, remaining))
+                async with asyncio.timeout(min(self.poll_interval_s, remaining)):
+                    await published.wait()
 
     def _lease(self, batch: _Batch, queue: str, max_messages: int) -> list[Delivery]:
         db = batch.db
@@ -398,10 +476,15 @@ class SqliteQueue:
         visibility = self.config.visibility_timeout_for(queue)
         queue_max = self.config.max_attempts_for(queue)
         leased: list[Delivery] = []
+        # One token for this call's leases: with the row id it still names one lease, as
+        # every later lease of the row comes from another call with another token.
+        new_token = secrets.token_hex(12)
+        expires = now + visibility
         while len(leased) < max_messages:
             rows = db.execute(_CANDIDATES, (queue, now, max_messages - len(leased))).fetchall()
             if not rows:
                 break
+            updates: list[tuple[str, float, int]] = []
             for row_id, message_id, body, key, attempts, max_attempts, published_at, token in rows:
                 effective_max = max_attempts or queue_max
                 if token is not None and attempts >= effective_max:
@@ -422,8 +505,7 @@ class SqliteQueue:
                     )
                     self._bury(db, row_id, now, f"undecodable message: {exc}")
                     continue
-                new_token = secrets.token_hex(12)
-                db.execute(_LEASE, (new_token, now + visibility, row_id))
+                updates.append((new_token, expires, row_id))
                 leased.append(
                     Delivery(
                         queue=queue,
@@ -436,6 +518,7 @@ class SqliteQueue:
                         receipt=_Lease(row_id, new_token),
                     )
                 )
+            db.executemany(_LEASE, updates)
         return leased
 
     @staticmethod
@@ -638,6 +721,7 @@ class SqliteQueue:
             self._leases.clear()
         self._closed = True
         if self._started:
+            self._hand_over()
             self._thread.jobs.put(None)
             await asyncio.to_thread(self._thread.join)
 
@@ -655,5 +739,20 @@ class SqliteQueue:
             self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._thread.jobs.put(_Job(operation, writes, loop, future))
+        if self._pending and self._pending[0].loop is not loop:
+            self._hand_over()  # the other loop's hand-over would come too late, or never
+        self._pending.append(_Job(operation, writes, loop, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        """Give the writer every job submitted since the last hand-over, as one list.
+
+        Callers woken together by one group commit publish again in the same event-loop
+        iteration; handing their jobs over together puts them in the same next commit
+        instead of splitting them between a small commit and the one after it.
+        """
+        if self._pending:
+            self._thread.jobs.put(self._pending)
+            self._pending = []

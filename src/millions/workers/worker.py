@@ -1,9 +1,12 @@
 """The worker loop: take messages from the registered tasks' queues and run their handlers.
 
 At most `concurrency` handlers run at once; the loop asks the queue only for as many
-messages as there are free slots, so nothing waits leased inside the process. Queues
-are polled in turn (a long-poll on one, then a quick look at the others), so one busy
-queue does not starve another.
+messages as there are free slots, so nothing waits leased inside the process. A slot
+frees when its handler returns, while the acknowledgement is still on its way (at most
+`concurrency` of those at a time): the next receive then goes to the queue together with
+those acks, and the SQLite engine writes both in one group commit. Queues
+are polled in turn (a quick look at each, and a long-poll once all the others were
+empty), so one busy queue does not starve another.
 
 A handler that returns is acknowledged; one that raises is failed (retried with backoff,
 dead-lettered after its last attempt; `PermanentFailure` at once); one that runs past
@@ -65,8 +68,12 @@ class Worker:
         self.poll_s = poll_s
         self.stopping = False
         self._running: set[asyncio.Task[None]] = set()
+        self._handling = 0  # handlers not yet returned (the rest of _running is answering)
         self._slot_freed = asyncio.Event()
+        self._children: dict[str, tuple[Any, Any]] = {}
         self.metrics.concurrency.set(concurrency)
+        # Read at scrape time, so handling a message does not update it twice.
+        self.metrics.in_flight.set_function(lambda: len(self._running))
 
     @property
     def in_flight(self) -> int:
@@ -83,7 +90,10 @@ class Worker:
         stop_waiter = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self._running)
+                free = min(
+                    self.concurrency - self._handling,
+                    2 * self.concurrency - len(self._running),
+                )
                 if free <= 0:
                     self._slot_freed.clear()
                     slot_waiter = asyncio.ensure_future(self._slot_freed.wait())
@@ -94,7 +104,9 @@ class Worker:
                     continue
                 name = names[turn % len(names)]
                 turn += 1
-                wait_s = self.poll_s if misses >= len(names) else 0.0
+                # Long-poll once every other queue was found empty (with one queue:
+                # always; a long-poll returns at once when messages are waiting).
+                wait_s = self.poll_s if misses >= len(names) - 1 else 0.0
                 try:
                     deliveries = await self.queue.receive(name, max_messages=free, wait_s=wait_s)
                 except QueueError as exc:
@@ -112,7 +124,7 @@ class Worker:
     def _start(self, task: Task, delivery: Delivery) -> None:
         handler = asyncio.get_running_loop().create_task(self._handle(task, delivery))
         self._running.add(handler)
-        self.metrics.in_flight.set(len(self._running))
+        self._handling += 1
 
         def done(finished: asyncio.Task[None]) -> None:
             if not finished.cancelled() and finished.exception() is not None:
@@ -122,10 +134,18 @@ class Worker:
                     extra={"task": task.name, "message_id": delivery.message_id},
                 )
             self._running.discard(finished)
-            self.metrics.in_flight.set(len(self._running))
             self._slot_freed.set()
 
         handler.add_done_callback(done)
+
+    def _task_metrics(self, name: str) -> tuple[Any, Any]:
+        """The task's latency histogram and processed counter, looked up once, not per
+        message (`labels` takes a lock and builds a key every call)."""
+        children = self._children.get(name)
+        if children is None:
+            children = (self.metrics.latency.labels(name), self.metrics.processed.labels(name))
+            self._children[name] = children
+        return children
 
     async def _drain(self, force: asyncio.Event | None) -> None:
         """Let running handlers finish within the grace period; release the rest."""
@@ -166,7 +186,9 @@ class Worker:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self.metrics.latency.labels(task.name).observe(time.perf_counter() - started)
+            self._task_metrics(task.name)[0].observe(time.perf_counter() - started)
+            self._handling -= 1
+            self._slot_freed.set()
         if error is None:
             await self._ack(task, delivery)
         else:
@@ -179,7 +201,7 @@ class Worker:
             log.error("ack failed", extra={"message_id": delivery.message_id, "error": str(exc)})
             return
         if acked:
-            self.metrics.processed.labels(task.name).inc()
+            self._task_metrics(task.name)[1].inc()
         else:
             self.metrics.lost.labels(task.name).inc()
             log.warning(
