@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable
 
 
 def ensure_tools(packages: dict[str, str]) -> None:
@@ -34,3 +35,17 @@ def wait_ok(url: str, timeout_s: float = 20.0) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer 200")
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
+    """SIGTERM every process still running, then wait for each; SIGKILL one that does not
+    exit within `timeout_s`."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -53,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchtools import ensure_tools
+from benchtools import ensure_tools, stop_processes
 
 ZONE = "millions.test"
 PORT = 15353
@@ -410,15 +410,7 @@ def main() -> int:
         report(runs, servers, args, datafile)
         return 0
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes.values())
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -38,7 +38,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchtools import ensure_tools, wait_ok
+from benchtools import ensure_tools, stop_processes, wait_ok
 
 ORIGIN = ("127.0.58.10", 18090)
 NGINX = ("127.0.58.1", 18091)
@@ -375,14 +375,7 @@ def main() -> int:
             print(f"target {target}: {'met' if met else 'NOT met'}")
         return 0
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes.values())
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchtools import ensure_tools, wait_ok
+from benchtools import ensure_tools, stop_processes, wait_ok
 
 UPSTREAM = ("127.0.59.10", 18080)
 HAPROXY = ("127.0.59.1", 18081)
@@ -168,10 +168,7 @@ def main() -> int:
         print("targets (>= 0.7x HAProxy req/s, <= 0.3 ms added p50):", "met" if ok else "NOT met")
         return 0
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(10)
+        stop_processes(processes)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
