@@ -186,3 +186,26 @@ def test_the_sub_app_mounts_under_a_main_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "s2: 1, 2" in result.stdout
     result = runner.invoke(main, ["shards", "move", "-40", "--to", "s2", "-c", str(config)])
     assert result.exit_code == 0 and "move -40 s1 -> s2: switched" in result.stdout
+
+
+def test_a_topology_config_gives_the_shards_its_apps_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`millions shards split` on the default topology must copy the reference app's tables:
+    a topology file (with or without a [shards] table), or none at all, names them."""
+    from millions.shards.cli import _settings
+
+    monkeypatch.chdir(tmp_path)
+    app_tables = "millions.app.schema:APP_SCHEMA"
+    assert _settings(None, None)[0].tables == app_tables  # the built-in topology
+    topology = tmp_path / "millions.toml"
+    topology.write_text('run_dir = "run"\n[shards.hot]\nauto_split = true\n')
+    settings, run_dir = _settings(topology, None)
+    assert settings.tables == app_tables and settings.hot.auto_split
+    assert run_dir == (tmp_path / "run").resolve()
+    topology.write_text('[dcs.solo]\nsubnet = "127.0.9"\n')
+    assert _settings(topology, None)[0].tables == app_tables
+    shards_only = tmp_path / "shards.toml"
+    shards_only.write_text('engine = "sqlite"\n[[shards]]\nname = "a"\n')
+    alone, _ = _settings(shards_only, None)
+    assert alone.tables == "" and [s.name for s in alone.shards] == ["a"]

@@ -34,7 +34,9 @@ from millions.shards.keyspace import KeyRange, KeyRangeError, parse_keyspace_id
 from millions.shards.resharding import Progress as ReshardProgress
 from millions.shards.resharding import Resharder
 from millions.shards.workflow import Operation
+from millions.topology import config as topology_config
 from millions.topology.config import DEFAULT_CONFIG_FILE, ConfigError
+from millions.topology.errors import read_toml
 
 T = TypeVar("T")
 
@@ -67,14 +69,25 @@ def _bad_argument(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _is_shards_only(data: dict[str, Any]) -> bool:
+    """Whether a TOML document is a shards config of its own (not a topology's file)."""
+    if isinstance(data.get("shards"), dict):  # a topology's [shards] table
+        return False
+    keys = set(data) - {"run_dir"}
+    return bool(keys) and keys <= set(ShardsConfig.model_fields)
+
+
 def _settings(config: Path | None, run_dir: Path | None) -> tuple[ShardsConfig, Path]:
+    """The shards of a topology config (whose shards hold its app's tables: the reference
+    app's by default, so a split copies them), or of a file holding only a shards config."""
     try:
         if config is None and Path(DEFAULT_CONFIG_FILE).exists():
             config = Path(DEFAULT_CONFIG_FILE)
-        if config is None:
-            settings, directory = ShardsConfig(), Path(shards_config.DEFAULT_RUN_DIR)
-        else:
+        if config is not None and _is_shards_only(read_toml(config)):
             settings, directory = shards_config.load(config)
+        else:
+            topology = topology_config.load(config)
+            settings, directory = topology.shards, Path(topology.run_dir)
     except ConfigError as exc:
         typer.echo(f"config error: {exc}", err=True)
         raise typer.Exit(2) from None
