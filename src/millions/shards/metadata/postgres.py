@@ -96,25 +96,34 @@ class PostgresMetadataStore:
         return await self._call(initialize)
 
     async def publish(self, new_map: ShardMap, reason: str) -> None:
+        await self._publish_next(
+            "_millions_maps", "map", new_map.version, new_map.to_json(), reason, "shard map"
+        )
+
+    async def _publish_next(
+        self, table: str, column: str, version: int, text: str, reason: str, what: str
+    ) -> None:
+        """Insert version `version` of a versioned record (the map, the placement) only if
+        it follows the latest one; MapConflictError when another process got there first."""
         try:
             status: str = await self._call(
                 lambda pool: pool.execute(
-                    "INSERT INTO _millions_maps (version, map, reason, at)"
+                    f"INSERT INTO {table} (version, {column}, reason, at)"
                     " SELECT $1, $2, $3, $4"
-                    " WHERE (SELECT coalesce(max(version), 0) FROM _millions_maps) = $5",
-                    new_map.version,
-                    new_map.to_json(),
+                    f" WHERE (SELECT coalesce(max(version), 0) FROM {table}) = $5",
+                    version,
+                    text,
                     reason,
                     time.time(),
-                    new_map.version - 1,
+                    version - 1,
                 )
             )
         except asyncpg.UniqueViolationError:
             status = "INSERT 0 0"
         if status != "INSERT 0 1":
             raise MapConflictError(
-                f"cannot publish shard map version {new_map.version}: the current version "
-                "is not its predecessor (another process changed the map)"
+                f"cannot publish {what} version {version}: the current version is not its "
+                f"predecessor (another process changed the {what})"
             )
 
     async def history(self, limit: int = 20) -> list[MapRecord]:
@@ -269,26 +278,10 @@ class PostgresMetadataStore:
         return None if row is None else (int(row["version"]), json.loads(row["placement"]))
 
     async def publish_placement(self, version: int, record: dict[str, Any], reason: str) -> None:
-        try:
-            status: str = await self._call(
-                lambda pool: pool.execute(
-                    "INSERT INTO _millions_placements (version, placement, reason, at)"
-                    " SELECT $1, $2, $3, $4"
-                    " WHERE (SELECT coalesce(max(version), 0) FROM _millions_placements) = $5",
-                    version,
-                    json.dumps(record, sort_keys=True),
-                    reason,
-                    time.time(),
-                    version - 1,
-                )
-            )
-        except asyncpg.UniqueViolationError:
-            status = "INSERT 0 0"
-        if status != "INSERT 0 1":
-            raise MapConflictError(
-                f"cannot publish placement version {version}: the current version is not its "
-                "predecessor (another process changed the placement)"
-            )
+        text = json.dumps(record, sort_keys=True)
+        await self._publish_next(
+            "_millions_placements", "placement", version, text, reason, "placement"
+        )
 
     async def close(self) -> None:
         self._closed = True

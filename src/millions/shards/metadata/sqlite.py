@@ -83,33 +83,9 @@ class SqliteMetadataStore:
             await asyncio.to_thread(self._unlock, lock_file)
 
     async def publish(self, new_map: ShardMap, reason: str) -> None:
-        def publish(db: sqlite3.Connection) -> int:
-            return transaction(
-                db,
-                lambda: (
-                    db.execute(
-                        "INSERT INTO _millions_maps (version, map, reason, at) SELECT ?, ?, ?, ?"
-                        " WHERE (SELECT coalesce(max(version), 0) FROM _millions_maps) = ?",
-                        (
-                            new_map.version,
-                            new_map.to_json(),
-                            reason,
-                            time.time(),
-                            new_map.version - 1,
-                        ),
-                    ).rowcount
-                ),
-            )
-
-        try:
-            inserted = await self._run(publish)
-        except sqlite3.IntegrityError:
-            inserted = 0
-        if inserted != 1:
-            raise MapConflictError(
-                f"cannot publish shard map version {new_map.version}: the current version "
-                "is not its predecessor (another process changed the map)"
-            )
+        await self._publish_next(
+            "_millions_maps", "map", new_map.version, new_map.to_json(), reason, "shard map"
+        )
 
     async def history(self, limit: int = 20) -> list[MapRecord]:
         rows = await self._run(
@@ -286,15 +262,23 @@ class SqliteMetadataStore:
 
     async def publish_placement(self, version: int, record: dict[str, Any], reason: str) -> None:
         text = json.dumps(record, sort_keys=True)
+        await self._publish_next(
+            "_millions_placements", "placement", version, text, reason, "placement"
+        )
+
+    async def _publish_next(
+        self, table: str, column: str, version: int, text: str, reason: str, what: str
+    ) -> None:
+        """Insert version `version` of a versioned record (the map, the placement) only if
+        it follows the latest one; MapConflictError when another process got there first."""
 
         def publish(db: sqlite3.Connection) -> int:
             return transaction(
                 db,
                 lambda: (
                     db.execute(
-                        "INSERT INTO _millions_placements (version, placement, reason, at)"
-                        " SELECT ?, ?, ?, ? WHERE"
-                        " (SELECT coalesce(max(version), 0) FROM _millions_placements) = ?",
+                        f"INSERT INTO {table} (version, {column}, reason, at) SELECT ?, ?, ?, ?"
+                        f" WHERE (SELECT coalesce(max(version), 0) FROM {table}) = ?",
                         (version, text, reason, time.time(), version - 1),
                     ).rowcount
                 ),
@@ -306,8 +290,8 @@ class SqliteMetadataStore:
             inserted = 0
         if inserted != 1:
             raise MapConflictError(
-                f"cannot publish placement version {version}: the current version is not its "
-                "predecessor (another process changed the placement)"
+                f"cannot publish {what} version {version}: the current version is not its "
+                f"predecessor (another process changed the {what})"
             )
 
     async def close(self) -> None:
