@@ -10,18 +10,21 @@ The tables are the reference app's (`millions.app.schema:APP_SCHEMA`); single-ke
 writes go to `users` by id, the resharding preload also fills `photos`.
 
 - `latency`: one client reading one `users` row by primary key, back to back. "direct" is the
-  plain driver on the same connection model the shard engine uses: for SQLite one
-  `SqliteWorker` (one connection on its own thread, one hop per read) on the shard's file,
-  for PostgreSQL an asyncpg pool (`pool.fetch`) set up as the shard engine's (`search_path`,
-  no reset query on release; "direct, asyncpg default pool" adds asyncpg's default pool,
-  which runs a reset query, one more round trip, on every release). "router" is
-  `ShardRouter.get` with the default config (hot-key sampling on, the read cache consulted
-  only for hot keys, so never here): hashing, the map lookup, sampling and the shard's fence
-  check. "router, sampling off" is a second router with `hot.enabled = false` (what sampling
-  costs). "router cached" is `get(..., cached=True)` through the in-process memory read
-  cache, filled with every key first (every read a hit), as extra information. Each step
-  runs one read of every variant in a shuffled order, so all see the same machine noise;
-  p50/p99 are over all rounds. Target: router p50 <= 1.15x direct p50.
+  plain driver on the shard's own connection: for SQLite the plain statement run on the shard
+  storage's `SqliteWorker` (its one connection, on its own thread, one hop per read), for
+  PostgreSQL `pool.fetch` on the shard storage's asyncpg pool. "router" is `ShardRouter.get`
+  with the default config (hot-key sampling on, the read cache consulted only for hot keys,
+  so never here): hashing, the map lookup, sampling and the shard's fence check. "router,
+  sampling off" is a second router without a sampler on the same cluster. All of these share
+  one connection, so only the code differs (separate threads or pools were measured to differ
+  by up to 1.5x in hop latency on this VM). Extra information: "direct, separate connection"
+  (the plain statement on a connection of its own: a second `SqliteWorker`, or an asyncpg
+  pool set up like the engine's, with no reset query on release), "direct, asyncpg default
+  pool" (PostgreSQL: asyncpg's default pool, which runs a reset query, one more round trip,
+  on every release) and "router cached" (`get(..., cached=True)` through the in-process
+  memory read cache, filled with every key first, so every read is a hit). Each step runs
+  one read of every variant in a shuffled order, so all see the same machine noise; p50/p99
+  are over all rounds. Target: router p50 <= 1.15x direct p50.
 - `throughput`: `--clients` concurrent clients in one process, 80% `get` / 20% `update` of a
   random user, through the router (default config, no cache reads), with 1, 2 and 4 shards;
   the three clusters take turns each round, medians reported.
@@ -60,7 +63,7 @@ from rich.table import Table
 
 from millions.app.schema import APP_SCHEMA
 from millions.shards import Progress, Resharder, ShardRouter, ShardsConfig
-from millions.shards.config import CacheConfig, HotKeysConfig, ShardSpec
+from millions.shards.config import CacheConfig, ShardSpec
 from millions.shards.keyspace import key_hash, stored_hash
 from millions.shards.schema import HASH_COLUMN
 from millions.shards.sqlite_worker import SqliteWorker
@@ -286,23 +289,37 @@ async def interleaved(
 
 async def latency_part(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
     config = bench.config(1, cache=True)
-    unsampled = config.model_copy(update={"hot": HotKeysConfig(enabled=False)})
     async with bench.router(config) as router:
         await preload(router, args.keys)
-        plain = await ShardRouter.open(unsampled, bench.workdir, APP_SCHEMA)
-        location = (await router.cluster.storage("s1")).location
+        # Sampling off, on the same cluster: every variant but the "separate connection"
+        # ones reads through the very same connection (SQLite: the shard's one connection
+        # on its thread; PostgreSQL: the shard's pool), so only the code differs. Separate
+        # threads were measured to differ from each other by up to 1.5x in hop latency on
+        # this VM, which would otherwise decide the ratio.
+        plain = ShardRouter(router.cluster, stale_wait_s=config.stale_wait_s)
+        await plain.refresh()
+        storage = await router.cluster.storage("s1")
+        location = storage.location
         extra: dict[str, Callable[[int], Awaitable[Any]]] = {}
         closers: list[Callable[[], Awaitable[None]]] = []
         if bench.engine == "sqlite":
+            shard_worker: SqliteWorker = storage._worker  # type: ignore[attr-defined]
             worker = SqliteWorker(Path(location.path), "bench-direct")
 
             async def direct(key: int) -> Any:
+                return await shard_worker.run(
+                    lambda db: db.execute(DIRECT_SQLITE, (key,)).fetchall()
+                )
+
+            async def direct_separate(key: int) -> Any:
                 return await worker.run(lambda db: db.execute(DIRECT_SQLITE, (key,)).fetchall())
 
             closers.append(worker.close)
         else:
             settings = {"search_path": location.schema}
-            # The shard engine's pool settings (no reset query on release), and asyncpg's
+            await storage.last_seq()  # opens the shard's pool
+            shard_pool: asyncpg.Pool = storage._pool  # type: ignore[attr-defined]
+            # A pool set up like the engine's (no reset query on release), and asyncpg's
             # defaults (a reset round trip on every release) as extra information.
             pool = await asyncpg.create_pool(
                 location.url, min_size=1, max_size=8, server_settings=settings, reset=keep_session
@@ -312,6 +329,9 @@ async def latency_part(bench: Bench, args: argparse.Namespace) -> list[dict[str,
             )
 
             async def direct(key: int) -> Any:
+                return await shard_pool.fetch(DIRECT_POSTGRES, key)
+
+            async def direct_separate(key: int) -> Any:
                 return await pool.fetch(DIRECT_POSTGRES, key)
 
             async def direct_default_pool(key: int) -> Any:
@@ -319,6 +339,7 @@ async def latency_part(bench: Bench, args: argparse.Namespace) -> list[dict[str,
 
             extra["direct, asyncpg default pool"] = direct_default_pool
             closers += [pool.close, default_pool.close]
+        extra["direct, separate connection"] = direct_separate
 
         async def routed(key: int) -> Any:
             return await router.get("users", {"id": key})
@@ -355,7 +376,6 @@ async def latency_part(bench: Bench, args: argparse.Namespace) -> list[dict[str,
         finally:
             for close in closers:
                 await close()
-            await plain.close()
     return [
         {
             "engine": bench.engine,

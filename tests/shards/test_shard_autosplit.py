@@ -470,16 +470,16 @@ async def test_the_loop_reports_errors_and_keeps_going(tmp_path: Path) -> None:
 # -- hot single keys served from the read cache ---------------------------------------------
 
 
-class CountingFetch:
-    """Wraps a storage's fetch to count the reads that reach the shard."""
+class CountingReads:
+    """Wraps a storage's `read_owned` (how single-key reads reach a shard) to count them."""
 
     def __init__(self, original: Callable[..., Any]) -> None:
         self.original = original
         self.calls = 0
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        return await self.original(*args, **kwargs)
+        return self.original(*args, **kwargs)
 
 
 async def test_a_key_too_hot_for_any_split_is_read_from_the_cache(
@@ -492,8 +492,8 @@ async def test_a_key_too_hot_for_any_split_is_read_from_the_cache(
     await seed(router)
     await make_load(router, [7], reads_each=300)  # 31.6 ops/s on one key, over 20
     assert router.hot_keys == frozenset({"7"})
-    counter = CountingFetch((await router.cluster.storage(router.shard_for(7))).fetch)
-    monkeypatch.setattr(await router.cluster.storage(router.shard_for(7)), "fetch", counter)
+    counter = CountingReads((await router.cluster.storage(router.shard_for(7))).read_owned)
+    monkeypatch.setattr(await router.cluster.storage(router.shard_for(7)), "read_owned", counter)
     other = next(u for u in USERS if router.shard_for(u) == router.shard_for(7) and u != 7)
 
     async def bio() -> object:

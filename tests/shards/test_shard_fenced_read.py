@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shard_support import ShardEnv
+from shard_support import SCHEMA, ShardEnv
 
 from millions.shards import Resharder, StaleMapError, key_hash, statements
 from millions.shards.sqlite_worker import dict_row
@@ -67,6 +67,24 @@ async def test_a_fenced_single_key_read_is_refused_after_its_range_moved(env: Sh
         "bio": None,
         "visits": 0,
     }
+
+
+async def test_primary_key_reads_use_the_join_form_and_return_the_row(env: ShardEnv) -> None:
+    """`get` reads by primary key with the table joined to the fence (not a subquery): the
+    row, a missing row and a composite key come back as the plain statement returns them."""
+    photos = SCHEMA.table("photos")
+    fenced = statements.fenced_read(statements.select_by_pk(photos), env.engine)
+    assert 'LEFT JOIN "photos" AS t ON t."owner_id" = $1 AND t."id" = $2' in fenced
+    await env.cluster().migrate()
+    router = await env.router()
+    photo = {"owner_id": 9, "id": 4, "title": "x", "size_bytes": 12, "created_at": 2.0}
+    await router.insert("photos", photo)
+    storage = await router.cluster.storage(router.shard_for(9))
+    plain = await storage.fetch(statements.select_by_pk(photos), (9, 4), fenced=False)
+    got = await router.get("photos", {"owner_id": 9, "id": 4})
+    assert got is not None and [{**got, "key_hash": plain[0]["key_hash"]}] == plain
+    assert await router.get("photos", {"owner_id": 9, "id": 5}) is None
+    assert await router.get("photos", {"owner_id": 8, "id": 4}) is None
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,4 +1,5 @@
-"""Hot keys: Space-Saving counts, the sliding window, sampling and split decisions."""
+"""Hot keys: per-slice counts with Space-Saving bounds, the sliding window, sampling and
+split decisions."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from millions.shards.hotkeys import (
+    FOLD_EVERY,
     HotKeySampler,
     HotReport,
+    KeyCounts,
     KeyLoad,
     RangeLoad,
-    SpaceSaving,
     decide_split,
     decide_splits,
 )
@@ -27,18 +29,62 @@ class Clock:
         return self.now
 
 
-@given(st.lists(st.integers(min_value=0, max_value=30), max_size=300))
-def test_space_saving_never_undercounts_and_tracks_every_heavy_key(stream: list[int]) -> None:
-    summary = SpaceSaving(capacity=8)
-    for item in stream:
-        summary.add(str(item), item)
-    assert len(summary.counters) <= 8
-    for key, (count, error, _) in summary.counters.items():
-        true = stream.count(int(key))
-        assert count - error <= true <= count
+@given(
+    st.lists(st.lists(st.integers(min_value=0, max_value=30), max_size=60), max_size=8),
+    st.integers(min_value=1, max_value=8),
+)
+def test_trimmed_counts_keep_space_saving_bounds(batches: list[list[int]], keep: int) -> None:
+    """Counted in batches, trimmed to `keep` keys after each: a tracked key's count is within
+    its error of the truth, an untracked key had at most the floor, and every key heavier
+    than the floor is tracked."""
+    summary = KeyCounts()
+    stream: list[int] = []
+    for batch in batches:
+        for item in batch:
+            summary.add(str(item), item, 1.0)
+        stream += batch
+        summary.trim(keep)
+        assert len(summary.counts) <= keep
+    for key, (count, error, _) in summary.counts.items():
+        assert count - error <= stream.count(int(key)) <= count
     for item in set(stream):
-        if stream.count(item) > len(stream) / 8:
-            assert str(item) in summary.counters
+        if str(item) not in summary.counts:
+            assert stream.count(item) <= summary.floor
+
+
+def test_a_slice_with_more_keys_than_it_tracks_still_bounds_every_key() -> None:
+    """Many distinct keys in one slice (every read a new user) trim the open slice; the
+    celebrity stays tracked, and a report's estimate of every key is an upper bound."""
+    clock = Clock()
+    sampler = HotKeySampler(window_s=10, buckets=10, capacity=4, clock=clock)
+    clock.now += 10
+    truth: dict[str, int] = {}
+    for i in range(5 * FOLD_EVERY):
+        key = "celebrity" if i % 3 == 0 else f"user{i}"
+        truth[key] = truth.get(key, 0) + 1
+        sampler.record(key, key_hash(key), "-80")
+        if i == 2 * FOLD_EVERY:
+            clock.now += 1  # the next slice: the first is trimmed to 4 keys
+    report = sampler.report(top=10)
+    assert report.keys[0].key == "celebrity"
+    for item in report.keys:
+        true_rate = truth[item.key] / report.window_s
+        assert item.ops_per_s - item.error_per_s <= true_rate + 1e-9
+        assert true_rate <= item.ops_per_s + 1e-9
+    assert report.ranges == (RangeLoad("-80", 5 * FOLD_EVERY / report.window_s),)
+
+
+def test_samples_count_in_the_slice_they_were_taken_in() -> None:
+    """A sample waiting to be counted when its slice ends is counted in it, not in the
+    slice that is current when it is folded."""
+    clock = Clock()
+    sampler = HotKeySampler(window_s=10, buckets=10, clock=clock)
+    for _ in range(10):
+        sampler.record("early", 1, "-")
+    clock.now += 10.5  # the early slice has left the window by now
+    sampler.record("late", 2, "-")
+    report = sampler.report()
+    assert [k.key for k in report.keys] == ["late"]
 
 
 def test_rates_cover_the_window_and_old_load_slides_out() -> None:
@@ -133,23 +179,3 @@ def test_decide_splits_covers_every_range_over_the_threshold() -> None:
     decisions = decide_splits(report, threshold_ops_s=2500)
     assert [d.key_range for d in decisions] == ["-80", "40-"]
     assert all(d.split for d in decisions)
-
-
-@given(
-    st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=400),
-    st.integers(min_value=1, max_value=8),
-)
-def test_space_saving_bounds_hold_with_the_count_index(stream: list[int], capacity: int) -> None:
-    """Every count over-estimates by at most its error, the counts add up to the stream,
-    and a key with more than 1/capacity of the stream is always tracked."""
-    summary = SpaceSaving(capacity)
-    for item in stream:
-        summary.add(f"k{item}", item)
-    true = {f"k{item}": stream.count(item) for item in set(stream)}
-    assert len(summary.counters) <= capacity
-    assert sum(count for count, _, _ in summary.counters.values()) == len(stream)
-    for key, (count, error, _) in summary.counters.items():
-        assert count - error <= true[key] <= count
-    for key, count in true.items():
-        if count > len(stream) / capacity:
-            assert key in summary.counters

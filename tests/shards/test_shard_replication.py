@@ -410,10 +410,13 @@ async def test_promotion_fences_the_old_primary_and_counts_lost_writes(
     async with replicated(engine, tmp_path) as repl:
         router = await repl.router()
         stale_router = await repl.router()
+        stale_reader = await repl.router()
         east, west = repl.replicator("us-east"), repl.replicator("eu-west")
         owners = owners_on(router, "s1", 4)
         for n in range(10):
             await router.insert("photos", photo(owners[n % 4], n))
+        first = {"owner_id": owners[0], "id": 0}
+        assert await stale_reader.get("photos", first) is not None  # knows the old primary
         await sync_now(west)
         await sync_now(east)
         unreplicated = 37
@@ -448,8 +451,13 @@ async def test_promotion_fences_the_old_primary_and_counts_lost_writes(
         # reloads the map and placement, and writes to the new primary.
         await stale_router.insert("photos", photo(owners[0], 5000))
         await router.insert("photos", photo(owners[1], 5001))
+        # A reader whose fast path still names the old primary is refused there too and
+        # reads the new one from then on.
+        assert await stale_reader.get("photos", {"owner_id": owners[0], "id": 5000}) is not None
         assert await old_primary.last_seq() == old_seq
         new_primary = await operator.copy_storage("s1", "eu-west")
+        ready = stale_reader.cluster.ready_storage("s1")
+        assert ready is not None and ready.location == new_primary.location
         rows = await new_primary.fetch("SELECT id FROM photos WHERE id >= 5000", fenced=False)
         assert sorted(r["id"] for r in rows) == [5000, 5001]
         again = await promote(operator, "us-east")

@@ -206,6 +206,12 @@ async def test_bad_requests_get_clear_errors(env: ShardEnv) -> None:
         await router.update("users", {"id": 1}, {"id": 2})
     with pytest.raises(SchemaError, match="primary key"):
         await router.get("photos", {"owner_id": 1})
+    with pytest.raises(SchemaError, match="primary key"):
+        await router.get("photos", {})
+    with pytest.raises(SchemaError, match="primary key"):
+        await router.get("users", {"id": 1, "bio": "x"})
+    with pytest.raises(SchemaError, match="not a sharded table"):
+        await router.get("nope", {"id": 1})
     with pytest.raises(SchemaError, match="set by the router"):
         await router.insert("users", {"id": 1, "username": "x", "key_hash": 0})
     with pytest.raises(ValueError, match=r"\{owned\}"):

@@ -128,6 +128,10 @@ class ShardCluster:
         self._storages: dict[str, ShardStorage] = {}
         self._opening = asyncio.Lock()
 
+    def ready_storage(self, name: str) -> ShardStorage | None:
+        """What `storage(name)` returns when that needs no waiting (None: await it)."""
+        return self._storages.get(name)
+
     async def storage(self, name: str) -> ShardStorage:
         """The storage of registered shard `name`."""
         existing = self._storages.get(name)

@@ -1,11 +1,10 @@
 """Hot keys and hot ranges: sampled load per key and per range over a sliding window, and
 the decision whether a range should split.
 
-Per-key counts use Space-Saving (Metwally, Agrawal, El Abbadi 2005): `capacity` counters;
-an unseen key takes over the smallest counter and inherits its count as its error bound, so
-any key with more than 1/capacity of the load is always tracked and its count is never
-under-estimated by more than its error. The window is a ring of `buckets` sub-windows, each
-with its own summary; memory is bounded by buckets x (capacity + ranges).
+The window is a ring of `buckets` sub-windows. Each counts its keys exactly, and keeps its
+`capacity` heaviest ones once it closes (`KeyCounts`: Space-Saving's error bounds, so any key
+with more than 1/capacity of a slice's load is tracked and never under-estimated by more than
+its error); memory is bounded by buckets x (capacity + ranges) plus the open slice's keys.
 
 A range over the threshold (CockroachDB splits ranges above 2500 queries/s) should split,
 at the load-weighted median of its hot keys when they carry most of its load (else at its
@@ -21,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,71 +123,60 @@ def current_load(report: HotReport, ranges: Collection[str]) -> HotReport:
     )
 
 
-class SpaceSaving:
-    """Approximate counts of the heaviest keys in `capacity` counters.
+#: Pending samples are folded into the window's counts in batches of at most this many: a
+#: routed operation only appends to a list, and the batch is counted by `Counter` in C.
+FOLD_EVERY = 512
+#: The open slice keeps exact counts until it holds this many keys per tracked key; then it
+#: is trimmed to `capacity` keys (bounding memory under many distinct keys).
+OPEN_KEYS_PER_TRACKED = 16
 
-    Counters are also indexed by count (the "stream summary" of the paper), so taking over
-    the smallest counter does not scan them all: every routed read of an untracked key
-    does that, and a scan of 64 counters cost more than the rest of the read's routing."""
 
-    __slots__ = ("_by_count", "_smallest", "capacity", "counters")
+class KeyCounts:
+    """Per-key counts of one window slice, exact until trimmed to the heaviest keys.
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be >= 1")
-        self.capacity = capacity
-        self.counters: dict[str, list[float]] = {}  # key -> [count, error, keyspace id]
-        self._by_count: dict[float, dict[str, None]] = {}  # count -> its keys, in order
-        self._smallest: float | None = None  # None: unknown, recomputed when needed
+    Trimming keeps the `keep` heaviest keys and raises `floor` to the largest count it
+    dropped; a key first counted after that starts at `floor`, with `floor` as its error.
+    This is Space-Saving's guarantee (Metwally, Agrawal, El Abbadi 2005) without its
+    per-item eviction: a tracked key's true count is within [count - error, count], an
+    untracked key's is at most `floor`, and every key with more than `floor` is tracked."""
 
-    def add(self, key: str, keyspace_id: int, weight: float = 1.0) -> None:
-        counter = self.counters.get(key)
-        if counter is not None:
-            self._unindex(key, counter[0])
-            counter[0] += weight
-            self._index(key, counter[0])
+    __slots__ = ("counts", "floor")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[float]] = {}  # key -> [count, error, keyspace id]
+        self.floor = 0.0
+
+    def add(self, key: str, keyspace_id: int, weight: float) -> None:
+        entry = self.counts.get(key)
+        if entry is None:
+            self.counts[key] = [self.floor + weight, self.floor, float(keyspace_id)]
+        else:
+            entry[0] += weight
+
+    def trim(self, keep: int) -> None:
+        if len(self.counts) <= keep:
             return
-        if len(self.counters) < self.capacity:
-            self.counters[key] = [weight, 0.0, float(keyspace_id)]
-            self._index(key, weight)
-            return
-        if self._smallest is None:
-            self._smallest = min(self._by_count)
-        smallest = self._smallest
-        evicted = next(iter(self._by_count[smallest]))
-        self._unindex(evicted, smallest)
-        del self.counters[evicted]
-        self.counters[key] = [smallest + weight, smallest, float(keyspace_id)]
-        self._index(key, smallest + weight)
-
-    def _index(self, key: str, count: float) -> None:
-        self._by_count.setdefault(count, {})[key] = None
-        if self._smallest is not None and count < self._smallest:
-            self._smallest = count
-
-    def _unindex(self, key: str, count: float) -> None:
-        keys = self._by_count[count]
-        del keys[key]
-        if not keys:
-            del self._by_count[count]
-            if count == self._smallest:
-                self._smallest = None
+        ranked = sorted(self.counts.items(), key=lambda item: item[1][0], reverse=True)
+        self.floor = max(self.floor, ranked[keep][1][0])
+        self.counts = dict(ranked[:keep])
 
 
 class _Bucket:
     __slots__ = ("index", "keys", "ranges")
 
-    def __init__(self, index: int, capacity: int) -> None:
+    def __init__(self, index: int) -> None:
         self.index = index
-        self.keys = SpaceSaving(capacity)
+        self.keys = KeyCounts()
         self.ranges: dict[str, float] = {}
 
 
 class HotKeySampler:
     """Sampled per-key and per-range operation counts over a sliding window.
 
-    `record` is called on every routed operation; with `sample_rate` < 1 only that fraction
-    is counted (each counting 1/sample_rate), which bounds the cost on a hot path.
+    `record` is called on every routed operation, so it only appends the sample to a list;
+    batches are counted when the current one-slice window ends, when `FOLD_EVERY` samples
+    wait, and before a report. With `sample_rate` < 1 only that fraction is kept (each
+    counting 1/sample_rate). Closed slices keep their `capacity` heaviest keys.
     """
 
     def __init__(
@@ -201,8 +189,10 @@ class HotKeySampler:
         clock: Callable[[], float] = time.monotonic,
         chance: Callable[[], float] = random.random,
     ) -> None:
-        if window_s <= 0 or buckets < 1 or not 0 < sample_rate <= 1:
-            raise ValueError("window_s > 0, buckets >= 1 and 0 < sample_rate <= 1 are needed")
+        if window_s <= 0 or buckets < 1 or not 0 < sample_rate <= 1 or capacity < 1:
+            raise ValueError(
+                "window_s > 0, buckets >= 1, capacity >= 1 and 0 < sample_rate <= 1 are needed"
+            )
         self.window_s = window_s
         self.bucket_s = window_s / buckets
         self.buckets = buckets
@@ -212,36 +202,73 @@ class HotKeySampler:
         self._chance = chance
         self._ring: deque[_Bucket] = deque()
         self._started = clock()
+        self._pending: list[tuple[str | int, int, str]] = []
+        self._pending_index = 0  # the slice every pending sample was taken in
+        self._fold_at = float("-inf")  # when that slice ends
 
-    def record(self, key: str, keyspace_id: int, key_range: str) -> None:
+    def record(
+        self, key: str | int, keyspace_id: int, key_range: str, now: float | None = None
+    ) -> None:
+        """Count one operation on `key` in `key_range` (by name) at `now` (the sampler's
+        clock when None)."""
+        if now is None:
+            now = self._clock()
+        if now >= self._fold_at or len(self._pending) >= FOLD_EVERY:
+            self._fold(now)
         if self.sample_rate < 1 and self._chance() >= self.sample_rate:
             return
-        weight = 1.0 / self.sample_rate
-        index = int(self._clock() // self.bucket_s)
-        if not self._ring or self._ring[-1].index != index:
-            self._ring.append(_Bucket(index, self.capacity))
-            while self._ring[0].index <= index - self.buckets:
-                self._ring.popleft()
-        bucket = self._ring[-1]
-        bucket.keys.add(key, keyspace_id, weight)
-        bucket.ranges[key_range] = bucket.ranges.get(key_range, 0.0) + weight
+        self._pending.append((key, keyspace_id, key_range))
+
+    def _fold(self, now: float) -> None:
+        """Count the pending samples into their slice; start a new slice when `now` is past
+        theirs."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            bucket = self._bucket(self._pending_index)
+            weight = 1.0 / self.sample_rate
+            keys, ranges = bucket.keys, bucket.ranges
+            for (key, keyspace_id, key_range), count in Counter(pending).items():
+                keys.add(key if type(key) is str else str(key), keyspace_id, count * weight)
+                ranges[key_range] = ranges.get(key_range, 0.0) + count * weight
+            if len(keys.counts) > OPEN_KEYS_PER_TRACKED * self.capacity:
+                keys.trim(self.capacity)
+        if now >= self._fold_at:
+            self._pending_index = int(now // self.bucket_s)
+            self._fold_at = (self._pending_index + 1) * self.bucket_s
+
+    def _bucket(self, index: int) -> _Bucket:
+        ring = self._ring
+        if ring and ring[-1].index == index:
+            return ring[-1]
+        if ring:
+            ring[-1].keys.trim(self.capacity)
+        ring.append(_Bucket(index))
+        while ring[0].index <= index - self.buckets:
+            ring.popleft()
+        return ring[-1]
 
     def report(self, top: int = 20) -> HotReport:
         now = self._clock()
+        self._fold(now)
         index = int(now // self.bucket_s)
         oldest = index - self.buckets + 1
         covered = max(now - max(self._started, oldest * self.bucket_s), 1e-3)
+        live = [bucket for bucket in self._ring if bucket.index >= oldest]
         counts: dict[str, list[float]] = {}
         ranges: dict[str, float] = {}
-        for bucket in self._ring:
-            if bucket.index < oldest:
-                continue
-            for key, (count, error, keyspace_id) in bucket.keys.counters.items():
+        for bucket in live:
+            for key, (count, error, keyspace_id) in bucket.keys.counts.items():
                 totals = counts.setdefault(key, [0.0, 0.0, keyspace_id])
                 totals[0] += count
                 totals[1] += error
             for name, count in bucket.ranges.items():
                 ranges[name] = ranges.get(name, 0.0) + count
+        for bucket in live:  # a slice that dropped a key may have counted it up to its floor
+            if bucket.keys.floor:
+                for key, totals in counts.items():
+                    if key not in bucket.keys.counts:
+                        totals[0] += bucket.keys.floor
+                        totals[1] += bucket.keys.floor
         ranked = sorted(counts.items(), key=lambda kv: kv[1][0], reverse=True)[:top]
         return HotReport(
             window_s=round(covered, 3),

@@ -81,6 +81,8 @@ class ShardRouter:
         self._map: ShardMap | None = None
         self._refresh_lock = asyncio.Lock()
         self._ids: dict[str, tuple[int, int]] = {}
+        # table -> (shard key column, primary key columns, SELECT by primary key)
+        self._pk_reads: dict[str, tuple[str, tuple[str, ...], str]] = {}
         self._ids_lock = asyncio.Lock()
         self._next_report = time.monotonic() + report_interval_s
         self._report_task: asyncio.Task[None] | None = None
@@ -147,11 +149,21 @@ class ShardRouter:
     ) -> Row | None:
         """The row of `table` with primary key `pk` (which includes the shard key); `cached`
         as for `fetch`."""
-        spec = self.schema.table(table)
-        params = pk_values(spec, pk)
-        rows = await self.fetch(
-            pk[spec.shard_key], statements.select_by_pk(spec), params, cached=cached
-        )
+        read = self._pk_reads.get(table)
+        if read is None:
+            read = self._pk_read(table)
+        shard_key, columns, sql = read
+        try:
+            params = tuple([pk[column] for column in columns])
+        except KeyError:
+            params = ()
+        if not params or len(params) != len(pk):  # a missing or an extra column: say which
+            params = tuple(pk_values(self.schema.table(table), pk))
+        key = pk[shard_key]
+        try:
+            rows = await self._read(key, sql, params, cached)
+        except StaleMapError:
+            rows = await self._follow(key, sql, params)
         if not rows:
             return None
         row = rows[0]  # a fresh dict from the shard or the cache: no copy needed
@@ -165,28 +177,50 @@ class ShardRouter:
         touch rows of that key, e.g. `WHERE owner_id = $1`. `cached=True` reads through
         the read cache, `False` always reads the shard, None (default) uses the cache only
         for keys in `hot_keys`."""
+        values = tuple(params)
+        try:
+            return await self._read(key, sql, values, cached)
+        except StaleMapError:
+            return await self._follow(key, sql, values)
+
+    def _pk_read(self, table: str) -> tuple[str, tuple[str, ...], str]:
+        spec = self.schema.table(table)
+        read = (spec.shard_key, spec.primary_key, statements.select_by_pk(spec))
+        self._pk_reads[table] = read
+        return read
+
+    def _read(
+        self, key: ShardKey, sql: str, params: tuple[Any, ...], cached: bool | None
+    ) -> Awaitable[list[Row]]:
+        """A single-key read, as an awaitable: straight from the owner's storage when the
+        map names it and it is open (no coroutine of the router's own on the way), else
+        through the cache or `_fetch_owned`."""
         keyspace_id = key_hash(key)
+        key_range, shard = self.shard_map.entry_for(keyspace_id)
         if self.sampler is not None:
-            self._sample(key, keyspace_id)
+            self._sample(key, keyspace_id, key_range)
         if self.cache is not None and cached is not False and (cached or self.hot_keys):
             tag = key_text(key)
             if cached or tag in self.hot_keys:
-                return await self._cached(
+                return self._cached(
                     tag, sql, params, lambda: self._fetch_owned(keyspace_id, sql, params)
                 )
-        return await self._fetch_owned(keyspace_id, sql, params)
+        storage = self.cluster.ready_storage(shard)
+        if storage is None:
+            return self._fetch_owned(keyspace_id, sql, params)
+        return storage.read_owned(sql, params, keyspace_id)  # StaleMapError: see `_follow`
 
-    async def _fetch_owned(self, keyspace_id: int, sql: str, params: Sequence[Any]) -> list[Row]:
-        """A read on the owner of `keyspace_id`: straight to it by the current map, and
-        through `_on_owner` (following the map) only when the shard refuses."""
-        storage = await self.cluster.storage(self.shard_map.shard_for(keyspace_id))
-        try:
-            return await storage.fetch(sql, params, keyspace_id=keyspace_id)
-        except StaleMapError:
-            pass
+    async def _follow(self, key: ShardKey, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        """The read after the shard refused it: on the owner, following the map."""
+        keyspace_id = key_hash(key)
         return await self._on_owner(
-            keyspace_id, lambda storage: storage.fetch(sql, params, keyspace_id=keyspace_id)
+            keyspace_id, lambda storage: storage.read_owned(sql, params, keyspace_id)
         )
+
+    async def _fetch_owned(self, keyspace_id: int, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        """A read on the owner of `keyspace_id` by the current map, opening its storage."""
+        storage = await self.cluster.storage(self.shard_map.shard_for(keyspace_id))
+        return await storage.read_owned(sql, params, keyspace_id)
 
     # -- single-key writes -----------------------------------------------------------------
 
@@ -347,7 +381,8 @@ class ShardRouter:
         return _public(image)
 
     async def _write(self, key: ShardKey, write: RowWrite) -> Row | None:
-        self._sample(key, write.keyspace_id)
+        if self.sampler is not None:
+            self._sample(key, write.keyspace_id, self.shard_map.entry_for(write.keyspace_id)[0])
         images = await self._on_owner(write.keyspace_id, lambda storage: storage.write([write]))
         if self.cache is not None:
             try:
@@ -415,12 +450,10 @@ class ShardRouter:
             log.warning("read cache fill failed: %s", exc)
         return rows
 
-    def _sample(self, key: ShardKey, keyspace_id: int) -> None:
-        if self.sampler is None:
-            return
-        key_range = self.shard_map.entry_for(keyspace_id)[0]
-        self.sampler.record(key_text(key), keyspace_id, key_range.name)
+    def _sample(self, key: ShardKey, keyspace_id: int, key_range: KeyRange) -> None:
+        assert self.sampler is not None
         now = time.monotonic()
+        self.sampler.record(key, keyspace_id, key_range.name, now)
         if now >= self._next_report and (self._report_task is None or self._report_task.done()):
             self._next_report = now + self.report_interval_s
             self._report_task = asyncio.create_task(self._publish_quietly())

@@ -40,21 +40,36 @@ def transaction(db: sqlite3.Connection, body: Callable[[], T], *, immediate: boo
 
 
 class SqliteWorker:
-    """A WAL-mode connection to `path`, opened on first use on the worker's own thread."""
+    """A WAL-mode connection to `path`, opened on first use on the worker's own thread.
 
-    def __init__(self, path: Path, thread_name: str) -> None:
+    `errors` turns a sqlite3 or OS error raised on the thread (opening the connection
+    included) into the exception the caller sees; without it they propagate as they are."""
+
+    def __init__(
+        self,
+        path: Path,
+        thread_name: str,
+        errors: Callable[[sqlite3.Error | OSError], Exception] | None = None,
+    ) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._connection: sqlite3.Connection | None = None
+        self._errors = errors
         self.closed = False
 
-    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `operation` on the connection; sqlite3 and OS errors propagate as they are."""
+    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Start `operation` on the connection; the future holds its result. A plain
+        function, not a coroutine: a read that awaits this future directly saves a frame."""
         if self.closed:
-            raise sqlite3.OperationalError(f"{self.path} is closed")
-        return await asyncio.get_running_loop().run_in_executor(
+            closed = sqlite3.OperationalError(f"{self.path} is closed")
+            raise closed if self._errors is None else self._errors(closed)
+        return asyncio.get_running_loop().run_in_executor(
             self._executor, self._on_connection, operation
         )
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `operation` on the connection."""
+        return await self.submit(operation)
 
     async def close(self) -> None:
         if self.closed:
@@ -65,9 +80,14 @@ class SqliteWorker:
         self._executor.shutdown(wait=False)
 
     def _on_connection(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        if self._connection is None:
-            self._connection = self._connect()
-        return operation(self._connection)
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            return operation(self._connection)
+        except (sqlite3.Error, OSError) as exc:
+            if self._errors is None:
+                raise
+            raise self._errors(exc) from exc
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,11 @@ from millions.shards.schema import HASH_COLUMN, TableSpec, check_identifier
 _LEXEMES = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\d+)", re.S)
 _OWNED = re.compile(r"\{owned(?::([A-Za-z_][A-Za-z0-9_]*))?\}")
 OWNED_MARKER = "{owned}"
+#: How many distinct statements the statement builders (and engines' own caches) remember.
+CACHED_STATEMENTS = 1024
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=CACHED_STATEMENTS)
 def to_sqlite(sql: str) -> str:
     """`$1` placeholders as SQLite's `?1`, leaving literals and comments alone."""
     return _LEXEMES.sub(lambda m: f"?{m.group(1)}" if m.group(1) else m.group(0), sql)
@@ -70,9 +72,14 @@ def delete(table: TableSpec) -> str:
     return f"DELETE FROM {quote(table.name)} WHERE {_pk_condition(table, 1)} RETURNING *"
 
 
-@functools.lru_cache(maxsize=1024)
+_PK_SELECTS: dict[str, TableSpec] = {}  # what select_by_pk built -> its table
+
+
+@functools.lru_cache(maxsize=CACHED_STATEMENTS)
 def select_by_pk(table: TableSpec) -> str:
-    return f"SELECT * FROM {quote(table.name)} WHERE {_pk_condition(table, 1)}"
+    sql = f"SELECT * FROM {quote(table.name)} WHERE {_pk_condition(table, 1)}"
+    _PK_SELECTS[sql] = table
+    return sql
 
 
 FENCE_RANGES_COLUMN = "_millions_fence_ranges"
@@ -80,14 +87,28 @@ FENCE_VERSION_COLUMN = "_millions_fence_version"
 FOUND_COLUMN = "_millions_found"
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=CACHED_STATEMENTS)
 def fenced_read(sql: str, engine: str) -> str:
     """`sql` (a read) and the shard's fence in one statement, so one round trip and one
-    snapshot answer both. Every row carries the fence (`FENCE_RANGES_COLUMN`,
+    snapshot answer both (`select_by_pk`'s statements get a cheaper form of the same
+    shape). Every row carries the fence (`FENCE_RANGES_COLUMN`,
     `FENCE_VERSION_COLUMN`) and `FOUND_COLUMN` (NULL: one row saying the read found none)
     before the read's columns. The fence table has one row, so the read's rows keep their
     order; on SQLite the `LIMIT -1` keeps the read a subquery of its own (SQLite flattens a
     LEFT JOIN's plain right-hand subquery and would drop its ORDER BY)."""
+    table = _PK_SELECTS.get(sql)
+    if table is not None:
+        # The router's own read of one row: the table itself LEFT JOINed on its primary
+        # key, which both engines plan as one index lookup (cheaper than a subquery). A
+        # joined row's first key column equals its parameter, so it is never NULL.
+        condition = " AND ".join(
+            f"t.{quote(c)} = ${i + 1}" for i, c in enumerate(table.primary_key)
+        )
+        return (
+            f"SELECT f.ranges AS {FENCE_RANGES_COLUMN}, f.map_version AS {FENCE_VERSION_COLUMN},"
+            f" t.{quote(table.primary_key[0])} AS {FOUND_COLUMN}, t.* FROM _millions_fence AS f"
+            f" LEFT JOIN {quote(table.name)} AS t ON {condition} WHERE f.id = 1"
+        )
     body = sql.rstrip().rstrip(";")
     unlimited = " LIMIT -1" if engine == "sqlite" else ""
     return (

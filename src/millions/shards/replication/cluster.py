@@ -44,6 +44,8 @@ class ReplicatedCluster(ShardCluster):
         self._placement_loaded = False
         self._copies: dict[str, ShardStorage] = {}
         self._copies_lock = asyncio.Lock()
+        # shard -> (the placement it was looked up in, its primary), for `ready_storage`
+        self._primaries: dict[str, tuple[Placement | None, ShardStorage]] = {}
 
     # -- the placement ---------------------------------------------------------------------
 
@@ -97,12 +99,23 @@ class ReplicatedCluster(ShardCluster):
 
     # -- storage ---------------------------------------------------------------------------
 
+    def ready_storage(self, name: str) -> ShardStorage | None:
+        found = self._primaries.get(name)
+        if found is None or found[0] is not self._placement:
+            return None
+        return found[1]
+
     async def storage(self, name: str) -> ShardStorage:
         """Shard `name`'s primary copy (the registered one while it has no placement)."""
         placed = await self.shard_placement(name)
+        placement = self._placement
         if placed is None:
-            return await super().storage(name)
-        return await self.open_copy(placed.primary.location)
+            storage = await super().storage(name)
+        else:
+            storage = await self.open_copy(placed.primary.location)
+        if placement is self._placement:  # remembered for this placement only
+            self._primaries[name] = (placement, storage)
+        return storage
 
     async def copy_storage(self, shard: str, dc: str) -> ShardStorage:
         """The copy of `shard` in data center `dc`."""

@@ -16,8 +16,9 @@ A shard keeps, next to the app's tables, three tables of its own:
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -85,7 +86,10 @@ class Fence:
     version: int
 
     def owns(self, keyspace_id: int) -> bool:
-        return any(r.contains(keyspace_id) for r in self.ranges)
+        for key_range in self.ranges:  # a plain loop: every fenced operation asks this
+            if key_range.start <= keyspace_id < key_range.end:
+                return True
+        return False
 
     def owns_all(self, ranges: Sequence[KeyRange]) -> bool:
         return all(covers_all(self.ranges, r) for r in ranges)
@@ -96,6 +100,13 @@ class Fence:
     @classmethod
     def from_record(cls, ranges_text: str, version: int) -> Fence:
         return cls(tuple(KeyRange.parse(name) for name in json.loads(ranges_text)), int(version))
+
+
+@functools.lru_cache(maxsize=256)
+def fence_of(ranges_text: str, version: int) -> Fence:
+    """A shard's fence from its record (`_millions_fence`), remembered: every fenced
+    operation reads the record, and it rarely changes."""
+    return Fence.from_record(ranges_text, version)
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,13 @@ class ShardStorage(Protocol):
         """Run a read after checking the fence owns `keyspace_id` and every one of `ranges`
         (StaleMapError otherwise); `fenced=False` skips the check (reads of a replica, whose
         fence owns nothing)."""
+        ...
+
+    def read_owned(
+        self, sql: str, params: tuple[Any, ...], keyspace_id: int
+    ) -> Awaitable[list[Row]]:
+        """`fetch(sql, params, keyspace_id=keyspace_id)` as the router's single-key reads
+        make it, with as little work around the statement as the engine allows."""
         ...
 
     async def replica_position(self, origin: str) -> int | None:

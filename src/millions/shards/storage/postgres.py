@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
+from itertools import islice
 from typing import Any, TypeVar
 
 import asyncpg
@@ -42,6 +43,7 @@ from millions.shards.storage.base import (
     ReplicationConflictError,
     RowWrite,
     ShardLocation,
+    fence_of,
 )
 from millions.shards.storage.writes import change_record, write_statement
 
@@ -58,6 +60,7 @@ _UNAVAILABLE = (
     OSError,
     TimeoutError,
 )
+_ERRORS = (asyncpg.PostgresError, asyncpg.DataError, *_UNAVAILABLE)
 _SYSTEM_SCHEMA = """
 CREATE TABLE IF NOT EXISTS _millions_fence (
     id integer PRIMARY KEY CHECK (id = 1),
@@ -101,10 +104,11 @@ _SET_REPLICA_POSITION = (
 )
 
 
-def _plain(record: Any) -> Row:
-    """A result row with NUMERIC values (what PostgreSQL's sum() of integers returns) as int
-    or float, so results (and cached results) look the same as on SQLite."""
-    row = dict(record)
+def _plain(record: Any, skip: int = 0) -> Row:
+    """A result row (without its first `skip` columns) with NUMERIC values (what
+    PostgreSQL's sum() of integers returns) as int or float, so results (and cached
+    results) look the same as on SQLite."""
+    row = dict(islice(record.items(), skip, None)) if skip else dict(record)
     for column, value in row.items():
         if isinstance(value, Decimal):
             row[column] = int(value) if value == value.to_integral_value() else float(value)
@@ -129,7 +133,7 @@ class PostgresShardStorage:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._closed = False
-        self._fence_cache: tuple[str, int, Fence] | None = None
+        self._fenced_reads: dict[str, str] = {}
         self.last_written_seq = 0
 
     @property
@@ -245,23 +249,7 @@ class PostgresShardStorage:
         fenced: bool = True,
     ) -> list[Row]:
         if fenced and keyspace_id is not None and not ranges:
-            # A single-key read: fence check and read in one statement (one round trip).
-            fenced_query = statements.fenced_read(sql, "postgres")
-            owned_id = keyspace_id
-
-            async def fetch_owned(pool: asyncpg.Pool) -> list[Row]:
-                records = await pool.fetch(fenced_query, *params)
-                found = statements.split_fenced_read([_plain(row) for row in records])
-                if found is None:
-                    raise ShardError(
-                        f"shard {self.name} is not initialized; run the shard migrations"
-                    )
-                fence = self._parse_fence({"ranges": found[0], "map_version": found[1]})
-                if not fence.owns(owned_id):
-                    raise StaleMapError(self.name, fence.version, f"keyspace id {owned_id:#018x}")
-                return found[2]
-
-            return await self._call(fetch_owned)
+            return await self.read_owned(sql, tuple(params), keyspace_id)
 
         async def fetch(pool: asyncpg.Pool) -> list[Row]:
             async with pool.acquire() as db:
@@ -278,6 +266,31 @@ class PostgresShardStorage:
                 return [_plain(row) for row in await db.fetch(sql, *params)]
 
         return await self._call(fetch)
+
+    async def read_owned(self, sql: str, params: tuple[Any, ...], keyspace_id: int) -> list[Row]:
+        """A single-key read: fence check and read in one statement (one round trip, one
+        snapshot), in one coroutine."""
+        query = self._fenced_reads.get(sql)
+        if query is None:
+            query = statements.fenced_read(sql, "postgres")
+            if len(self._fenced_reads) < statements.CACHED_STATEMENTS:
+                self._fenced_reads[sql] = query
+        pool = self._pool
+        try:
+            if pool is None or self._closed:
+                pool = await self._ready_pool()
+            records = await pool.fetch(query, *params)
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+        if not records:
+            raise ShardError(f"shard {self.name} is not initialized; run the shard migrations")
+        first = records[0]  # the fence's columns, then FOUND_COLUMN, then the read's own
+        fence = fence_of(first[0], first[1])
+        if not fence.owns(keyspace_id):
+            raise StaleMapError(self.name, fence.version, f"keyspace id {keyspace_id:#018x}")
+        if first[2] is None:
+            return []
+        return [_plain(record, skip=3) for record in records]
 
     async def changes_since(
         self, seq: int, key_range: KeyRange | None = None, *, limit: int = 1000
@@ -393,25 +406,23 @@ class PostgresShardStorage:
     def _parse_fence(self, row: Any) -> Fence:
         if row is None:
             raise ShardError(f"shard {self.name} is not initialized; run the shard migrations")
-        text, version = row["ranges"], int(row["map_version"])
-        cached = self._fence_cache
-        if cached is not None and cached[0] == text and cached[1] == version:
-            return cached[2]
-        fence = Fence.from_record(text, version)
-        self._fence_cache = (text, version, fence)
-        return fence
+        return fence_of(row["ranges"], int(row["map_version"]))
 
     async def _call(self, operation: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
         try:
             return await operation(await self._ready_pool())
-        except asyncpg.DataError as exc:  # a parameter of the wrong type, before it was sent
-            raise QueryError(f"shard {self.name}: {exc}") from exc
-        except asyncpg.UndefinedTableError as exc:
-            raise ShardError(f"shard {self.name}: {exc}; run the shard migrations first") from exc
-        except _UNAVAILABLE as exc:
-            raise ShardUnavailableError(f"shard {self.name}: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise QueryError(f"shard {self.name}: {exc}") from exc
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> ShardError:
+        """What a driver error means to the router."""
+        if isinstance(exc, asyncpg.DataError):  # a parameter of the wrong type, not sent
+            return QueryError(f"shard {self.name}: {exc}")
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            return ShardError(f"shard {self.name}: {exc}; run the shard migrations first")
+        if isinstance(exc, _UNAVAILABLE):
+            return ShardUnavailableError(f"shard {self.name}: {exc}")
+        return QueryError(f"shard {self.name}: {exc}")
 
     async def _ready_pool(self) -> asyncpg.Pool:
         if self._closed:

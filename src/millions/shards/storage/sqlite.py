@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from millions.shards.storage.base import (
     ReplicationConflictError,
     RowWrite,
     ShardLocation,
+    fence_of,
 )
 from millions.shards.storage.writes import change_record, write_statement
 
@@ -114,8 +116,8 @@ class SqliteShardStorage:
             raise ValueError(f"shard {location.name}: a sqlite shard needs a file path")
         self.location = location
         self.path = Path(location.path)
-        self._worker = SqliteWorker(self.path, f"shard-{location.name}")
-        self._fence_cache: tuple[str, int, Fence] | None = None
+        self._worker = SqliteWorker(self.path, f"shard-{location.name}", self._error)
+        self._fenced_reads: dict[str, str] = {}
         self.last_written_seq = 0
 
     @property
@@ -236,20 +238,7 @@ class SqliteShardStorage:
     ) -> list[Row]:
         values = tuple(params)
         if fenced and keyspace_id is not None and not ranges:
-            # A single-key read: fence check and read in one statement (one snapshot).
-            fenced_query = statements.to_sqlite(statements.fenced_read(sql, "sqlite"))
-            owned_id = keyspace_id
-
-            def fetch_owned(db: sqlite3.Connection) -> list[Row]:
-                found = statements.split_fenced_read(db.execute(fenced_query, values).fetchall())
-                if found is None:
-                    raise self._uninitialized()
-                fence = self._cached_fence(found[0], found[1])
-                if not fence.owns(owned_id):
-                    raise StaleMapError(self.name, fence.version, f"keyspace id {owned_id:#018x}")
-                return found[2]
-
-            return await self._run(fetch_owned)
+            return await self.read_owned(sql, values, keyspace_id)
         query = statements.to_sqlite(sql)
 
         def fetch(db: sqlite3.Connection) -> list[Row]:
@@ -271,6 +260,29 @@ class SqliteShardStorage:
             return transaction(db, body, immediate=False)
 
         return await self._run(fetch)
+
+    def read_owned(
+        self, sql: str, params: tuple[Any, ...], keyspace_id: int
+    ) -> Awaitable[list[Row]]:
+        """A single-key read: fence check and read in one statement (one snapshot), run on
+        the worker's thread in one call (no coroutine frames between the router and it)."""
+        query = self._fenced_reads.get(sql)
+        if query is None:
+            query = statements.to_sqlite(statements.fenced_read(sql, "sqlite"))
+            if len(self._fenced_reads) < statements.CACHED_STATEMENTS:
+                self._fenced_reads[sql] = query
+        return self._worker.submit(partial(self._read_owned, query, params, keyspace_id))
+
+    def _read_owned(
+        self, query: str, params: tuple[Any, ...], keyspace_id: int, db: sqlite3.Connection
+    ) -> list[Row]:
+        found = statements.split_fenced_read(db.execute(query, params).fetchall())
+        if found is None:
+            raise self._uninitialized()
+        fence = fence_of(found[0], found[1])
+        if not fence.owns(keyspace_id):
+            raise StaleMapError(self.name, fence.version, f"keyspace id {keyspace_id:#018x}")
+        return found[2]
 
     async def changes_since(
         self, seq: int, key_range: KeyRange | None = None, *, limit: int = 1000
@@ -381,29 +393,21 @@ class SqliteShardStorage:
         rows = db.execute(_READ_FENCE).fetchall()
         if not rows:
             raise self._uninitialized()
-        return self._cached_fence(rows[0]["ranges"], int(rows[0]["map_version"]))
+        return fence_of(rows[0]["ranges"], int(rows[0]["map_version"]))
 
     def _uninitialized(self) -> ShardError:
         return ShardError(f"shard {self.name} is not initialized; run the shard migrations")
 
-    def _cached_fence(self, text: str, version: int) -> Fence:
-        cached = self._fence_cache
-        if cached is not None and cached[0] == text and cached[1] == version:
-            return cached[2]
-        fence = Fence.from_record(text, version)
-        self._fence_cache = (text, version, fence)
-        return fence
-
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._worker.submit(operation)
+
+    def _error(self, exc: sqlite3.Error | OSError) -> ShardError:
+        """What a sqlite3 or OS error on the shard's thread means to the router."""
         if self._worker.closed:
-            raise ShardUnavailableError(f"shard {self.name} ({self.path}) is closed")
-        try:
-            return await self._worker.run(operation)
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorname", "") in _UNAVAILABLE or (
-                isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc)
-            ):
-                raise ShardUnavailableError(f"shard {self.name} ({self.path}): {exc}") from exc
-            raise QueryError(f"shard {self.name}: {exc}") from exc
-        except OSError as exc:
-            raise ShardUnavailableError(f"shard {self.name} ({self.path}): {exc}") from exc
+            return ShardUnavailableError(f"shard {self.name} ({self.path}) is closed")
+        if isinstance(exc, OSError) or (
+            getattr(exc, "sqlite_errorname", "") in _UNAVAILABLE
+            or (isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc))
+        ):
+            return ShardUnavailableError(f"shard {self.name} ({self.path}): {exc}")
+        return QueryError(f"shard {self.name}: {exc}")
