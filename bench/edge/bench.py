@@ -142,6 +142,24 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def rss_breakdown(pid: int) -> dict[str, int]:
+    """RSS by kind of mapping: the malloc heap, other anonymous memory (thread arenas,
+    the memory tier's segments, large allocations) and files (libraries)."""
+    kinds = {"heap": 0, "anonymous": 0, "files": 0}
+    kind = "anonymous"
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and fields[0][0] in "0123456789abcdef":
+                name = fields[5] if len(fields) > 5 else ""
+                kind = (
+                    "heap" if name == "[heap]" else "files" if name.startswith("/") else "anonymous"
+                )
+            elif fields[0] == "Rss:":
+                kinds[kind] += int(fields[1]) * 1024
+    return kinds
+
+
 def stored_memory_bytes(ops: tuple[str, int]) -> tuple[float, float]:
     text = urllib.request.urlopen(f"http://{ops[0]}:{ops[1]}/metrics", timeout=5).read().decode()
     values = {}
@@ -310,6 +328,7 @@ def memory(
     processes["memory-edge"] = memory_edge
     wait_ok(f"http://{MEMORY_EDGE_OPS[0]}:{MEMORY_EDGE_OPS[1]}/healthz")
     base_rss = rss_bytes(memory_edge.pid)
+    base_breakdown = rss_breakdown(memory_edge.pid)
     base = f"http://{MEMORY_EDGE[0]}:{MEMORY_EDGE[1]}"
     asyncio.run(fill(base, args.objects))
     charged, objects = stored_memory_bytes(MEMORY_EDGE_OPS)
@@ -328,6 +347,8 @@ def memory(
         "rss_per_object_bytes": (rss - base_rss) / max(objects, 1),
         "rss_over_stored": rss / stored,
         "rss_growth_over_stored": (rss - base_rss) / stored,
+        "rss_before_fill_by_kind": base_breakdown,
+        "rss_by_kind": rss_breakdown(memory_edge.pid),
     }
 
 

@@ -116,3 +116,28 @@ def test_an_expired_object_leaves_the_fast_path() -> None:
             assert fast_hits(edge) <= 1
 
     run(scenario())
+
+
+def test_an_evicted_object_s_fast_hit_is_forgotten_with_its_segment() -> None:
+    """A fast hit keeps a view of its body in the memory tier's arena; when eviction drops
+    that segment the fast hit goes too, so the view cannot hold memory past the budget."""
+
+    async def scenario() -> None:
+        async with edge_and_origin(20_000, edge_host="127.0.104.1", origin_host="127.0.104.2") as (
+            edge,
+            origin,
+            client,
+        ):
+            origin.routes["/hot"] = Route(b"h" * 1000, CACHEABLE)
+            await client.get("/hot")
+            await client.get("/hot")
+            assert fast_hits(edge) == 1
+            for index in range(40):  # about twice the budget of other objects, never re-read
+                origin.routes[f"/cold/{index}"] = Route(b"c" * 1000, CACHEABLE)
+                await client.get(f"/cold/{index}")
+            assert edge.store.stats().memory.evictions > 0
+            assert fast_hits(edge) == 0
+            again = await client.get("/hot")
+            assert (again.status_code, again.content) == (200, b"h" * 1000)
+
+    run(scenario())

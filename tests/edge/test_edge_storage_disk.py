@@ -205,3 +205,21 @@ def test_abort_after_commit_keeps_the_object(tmp_path: Path) -> None:
     assert tier.read_body(b"/a", b"") == b"body"
     with pytest.raises(ValueError, match="already"):
         writer.write(b"more")
+
+
+def test_a_large_tier_evicts_oldest_first_in_batches_within_its_budget(tmp_path: Path) -> None:
+    """From 64 MiB a tier evicts a little more than it must per walk of its index; it still
+    never exceeds the budget and still drops the least recently used first."""
+    body = b"x" * (1 << 20)
+    tier = DiskTier(tmp_path, max_bytes=64 << 20)
+    for index in range(70):
+        tier.put(b"/%d" % index, b"", META, body)
+        if index == 10:
+            tier.variants(b"/0")  # used: outlives /1../10
+        assert tier.counters.stored_bytes <= tier.max_bytes
+    kept = set(tier.primary_keys())
+    assert b"/0" in kept and b"/1" not in kept and b"/69" in kept
+    assert tier.counters.evictions == 70 - len(kept)
+    assert tier.counters.stored_bytes == sum(
+        path.stat().st_size for path in (tmp_path / "objects").glob("*/*")
+    )

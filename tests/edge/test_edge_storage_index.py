@@ -60,12 +60,25 @@ def test_the_index_costs_about_one_dict_slot_per_object(tmp_path: Path) -> None:
     assert all(tier.variants(key, touch=False)[0] is meta for key, meta in indexed)
 
 
-async def test_both_tiers_index_the_same_blobs(tmp_path: Path) -> None:
-    store = await TieredStore.open(tmp_path, memory_bytes=10**6, disk_bytes=10**7)
-    await store.put(b"/a", stored([(b"cache-control", b"max-age=60")]), b"body")
-    (in_memory,) = store.memory.variants(b"/a")
-    (on_disk,) = store.disk.variants(b"/a")
-    assert in_memory is on_disk
+async def test_a_small_object_s_metadata_is_held_once(tmp_path: Path) -> None:
+    """While memory holds a variant, the disk index keeps a placeholder, not a second copy
+    of the blob; memory hands the blob back when it evicts the variant."""
+    entry = stored([(b"cache-control", b"max-age=60")])
+    meta = encode_entry(entry)
+    # room for one of the two objects: storing /b evicts /a, reading /a back evicts /b
+    store = await TieredStore.open(tmp_path, memory_bytes=700, disk_bytes=10**7)
+    await store.put(b"/a", entry, b"a" * 300)
+    assert store.memory.variants(b"/a") == [meta]
+    assert store.disk.variants(b"/a") == [] and store.disk.meta_of(b"/a", b"") is None
+    assert store.disk.counters.objects == 1
+    assert store.variants(b"/a") == [entry]
+    await store.put(b"/b", entry, b"b" * 300)
+    assert store.memory.variants(b"/a") == [] and store.memory.counters.evictions == 1
+    assert store.disk.variants(b"/a") == [meta] and store.disk.variants(b"/b") == []
+    assert store.variants(b"/a") == [entry]
+    assert await store.body(b"/a", b"") == b"a" * 300  # promoted: lent again
+    assert store.disk.variants(b"/a") == [] and store.memory.variants(b"/a") == [meta]
+    assert store.disk.variants(b"/b") == [meta] and store.variants(b"/b") == [entry]
 
 
 def test_sizes_derived_from_files_stay_exact_through_every_change(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ async def open_store(root: Path, memory_bytes: int = 10**6) -> TieredStore:
 async def test_small_objects_live_in_memory_and_on_disk(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     await store.put(b"/s", entry(), b"small")
-    assert store.memory.variants(b"/s") and store.disk.variants(b"/s")
+    assert store.memory.variants(b"/s") and store.disk.counters.objects == 1
+    assert store.disk.variants(b"/s") == []  # the disk index lends memory the metadata
     assert store.variants(b"/s") == [entry()]
     assert await store.body(b"/s", b"") == b"small"
     stats = store.stats()
@@ -104,7 +105,7 @@ async def test_disk_hit_after_restart_is_promoted_to_memory(tmp_path: Path) -> N
 
 
 async def test_memory_eviction_falls_back_to_disk(tmp_path: Path) -> None:
-    store = await open_store(tmp_path, memory_bytes=2000)
+    store = await open_store(tmp_path, memory_bytes=1500)
     await store.put(b"/a", entry(), b"a" * 700)
     await store.put(b"/b", entry(), b"b" * 700)
     assert store.stats().memory.evictions == 1
@@ -253,4 +254,26 @@ async def test_a_purge_during_a_disk_read_is_not_undone_by_promotion(tmp_path: P
     store.disk.open_body = open_then_purged  # type: ignore[method-assign]
     assert await store.body(b"/s", b"") == b"small"
     assert store.memory.variants(b"/s") == []
+    assert store.variants(b"/s") == []
+
+
+async def test_a_failed_disk_write_drops_the_older_disk_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory lends the disk index its metadata and hands it back on eviction; a new
+    version that reached memory but not the disk must not leave the old file behind, or the
+    new metadata would come back for the old body."""
+    store = await open_store(tmp_path)
+    await store.put(b"/s", entry(), b"old body")
+
+    def broken_begin(primary: bytes, secondary: bytes) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.disk, "begin", broken_begin)
+    new = entry((b"etag", b'"v2"'))
+    await store.put(b"/s", new, b"new body")
+    assert store.variants(b"/s") == [new]
+    assert await store.body(b"/s", b"") == b"new body"
+    assert store.disk.counters.objects == 0 and store.disk.variants(b"/s") == []
+    store.memory.remove(b"/s")
     assert store.variants(b"/s") == []

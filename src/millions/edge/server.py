@@ -52,7 +52,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from millions.edge.entry import CachedResponse
 from millions.edge.freshness import Reuse, ReuseDecision, current_age, decide_reuse
@@ -81,7 +81,7 @@ from millions.edge.ranges import (
 )
 from millions.edge.storability import storage_decision
 from millions.edge.storage import BodyWriter, DiskBody, ObjectTooLarge, TieredStore
-from millions.edge.storage.memory import MemoryVariant
+from millions.edge.storage.memory import segment_of
 from millions.edge.validation import (
     Conditional,
     Revalidation,
@@ -132,8 +132,11 @@ DISK_CHUNK_BYTES = 256 * 1024
 #: lets a server ignore Range).
 MULTIPART_READ_LIMIT = 1 << 20
 
-#: A stored body: bytes from the memory tier, or an open file region from the disk tier.
-Body = bytes | DiskBody
+#: Body bytes in memory: a view into the memory tier's arena, or bytes (from the origin).
+InMemory = bytes | memoryview
+
+#: A stored body: in memory, or an open file region from the disk tier.
+Body = InMemory | DiskBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +145,17 @@ class StoredObject:
     None when the body is on disk (it is opened when the object is answered)."""
 
     entry: CachedResponse
-    body: bytes | None
+    body: InMemory | None
 
 
-def _in_memory(body: Body) -> bytes | None:
-    return body if isinstance(body, bytes) else None
+def _in_memory(body: Body) -> InMemory | None:
+    return None if isinstance(body, DiskBody) else body
+
+
+def _respond(exchange: Exchange, status: int, headers: Sequence[Header], body: InMemory) -> None:
+    """`respond_composed` with a body that may be a view into the memory tier: the exchange
+    only joins it or hands it to the transport, both of which take any buffer."""
+    exchange.respond_composed(status, headers, cast(bytes, body))
 
 
 def _release(body: Body) -> None:
@@ -275,11 +284,13 @@ class FastHit:
     only while the response is fresh."""
 
     primary: bytes
-    variant: MemoryVariant
-    meta: bytes
+    #: The memory tier's handle of the variant (`only_variant`).
+    handle: int
     entry: CachedResponse
     headers: list[Header]
-    body: bytes
+    #: A view of the body in the memory tier's arena; dropped with its segment
+    #: (`EdgeHandler._segment_dropped`) so that it never holds memory past the budget.
+    body: memoryview
 
 
 class EdgeHandler:
@@ -310,6 +321,7 @@ class EdgeHandler:
         self.stream_threshold_bytes = stream_threshold_bytes
         self._flights: dict[bytes, asyncio.Future[None]] = {}
         self._fast_hits: dict[tuple[bytes | None, bytes], FastHit] = {}
+        store.memory.on_segment_dropped = self._segment_dropped
         self._refreshing: set[bytes] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -349,23 +361,30 @@ class EdgeHandler:
         self._serve(exchange, rkey, request, headers, entry, body)
         # which requests the fast path may answer is checked when it answers (`_plain`)
         if get and entry.status == 200 and not entry.secondary_key:
-            self._remember_fast_hit(raw_target, rkey.key, entry, body)
+            self._remember_fast_hit(raw_target, rkey.key, entry)
 
     def _remember_fast_hit(
         self,
         raw_target: tuple[bytes | None, bytes],
         primary: bytes,
         entry: CachedResponse,
-        body: bytes,
     ) -> None:
-        variant = self.store.memory.only_variant(primary)
-        if variant is None or entry.response.cache_control.no_cache:
+        found = self.store.memory.only_variant(primary)
+        if found is None or entry.response.cache_control.no_cache:
             return
         if len(self._fast_hits) >= FAST_HITS_MAX:
             self._fast_hits.clear()
-        self._fast_hits[raw_target] = FastHit(
-            primary, variant, variant.meta, entry, _full_fields(entry, ()), body
-        )
+        handle, body = found
+        self._fast_hits[raw_target] = FastHit(primary, handle, entry, _full_fields(entry, ()), body)
+
+    def _segment_dropped(self, segment: int) -> None:
+        """Forget fast hits whose body view is in a segment the memory tier dropped (their
+        handles no longer match anyway): the views would keep its memory alive."""
+        fast_hits = self._fast_hits
+        for raw_target in [
+            target for target, fast in fast_hits.items() if segment_of(fast.handle) <= segment
+        ]:
+            del fast_hits[raw_target]
 
     def _answer_fast(
         self, exchange: Exchange, raw_target: tuple[bytes | None, bytes], fast: FastHit
@@ -374,16 +393,14 @@ class EdgeHandler:
         entry = fast.entry
         age = current_age(entry.initial_age, entry.response_time, time.time())
         if age >= entry.freshness_lifetime or not self.store.memory.hit_if_current(
-            fast.primary,
-            fast.variant,
-            fast.meta,  # type: ignore[arg-type]
+            fast.primary, fast.handle
         ):
             del self._fast_hits[raw_target]
             return False
         body = fast.body
         self.stats.answered(HIT, len(body))
         headers = [*fast.headers, (b"age", b"%d" % age), (b"x-cache", HIT), (b"via", self.via)]
-        exchange.respond_composed(200, headers, body)
+        exchange.respond_composed(200, headers, body)  # type: ignore[arg-type]
         return True
 
     def _not_stored(
@@ -484,7 +501,7 @@ class EdgeHandler:
             self.stats.answered(x_cache, 0)
             exchange.respond_composed(304, [*not_modified_fields(entry), *tail], b"")
             return
-        length = len(body) if isinstance(body, bytes) else body.length
+        length = body.length if isinstance(body, DiskBody) else len(body)
         plan = plan_range(request, entry, length)
         if plan.outcome is RangeOutcome.UNSATISFIABLE:
             _release(body)
@@ -498,7 +515,7 @@ class EdgeHandler:
             )
             headers = [(n, v) for n, v in entry.headers if n != b"content-type"]
             headers += [(b"content-type", layout.content_type), *tail]
-            if isinstance(body, bytes):
+            if not isinstance(body, DiskBody):
                 pieces = [body[part.first : part.last + 1] for part in layout.parts]
                 self._answer_multipart(exchange, request, headers, layout, pieces, x_cache)
                 return
@@ -518,9 +535,9 @@ class EdgeHandler:
             headers = [*entry.headers, (b"content-range", content_range(first, last, length))]
             headers += tail
         self.stats.answered(x_cache, 0 if request.method == _HEAD else count)
-        if isinstance(body, bytes):
+        if not isinstance(body, DiskBody):
             payload = body if count == length else body[first : first + count]
-            exchange.respond_composed(status, headers, payload)
+            _respond(exchange, status, headers, payload)
             return
         stats = self.stats
         disk_body = body
@@ -537,10 +554,10 @@ class EdgeHandler:
         request: RequestHead,
         headers: list[Header],
         layout: MultipartLayout,
-        pieces: Sequence[bytes],
+        pieces: Sequence[InMemory],
         x_cache: bytes,
     ) -> None:
-        body: list[bytes] = []
+        body: list[InMemory] = []
         for part, piece in zip(layout.parts, pieces, strict=True):
             body += (part.head, piece)
         body.append(layout.tail)

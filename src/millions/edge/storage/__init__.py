@@ -2,7 +2,8 @@
 
 - `base`    the `StorageTier` protocol both tiers implement, `TierCounters`
 - `codec`   a `CachedResponse` as one compact blob (what both tiers store)
-- `memory`  LRU bounded in bytes, for small objects
+- `memory`  small objects in an arena of segments, bounded in bytes, approximately LRU;
+            bodies are handed out as memoryviews (zero copy)
 - `disk`    files bounded in bytes, kept across restarts, streamed in and sent zero-copy
 - `tiered`  `TieredStore`: placement, promotion, purges (exact, prefix, surrogate key;
             hard or soft) and counters, with async methods for the server
@@ -11,7 +12,7 @@ Usage from the server:
 
     store = await TieredStore.open(path, memory_bytes=..., disk_bytes=...)
     entry = select_variant(store.variants(rkey.key), request_headers)
-    body = await store.body(rkey.key, entry.secondary_key)   # bytes | DiskBody | None
+    body = await store.body(rkey.key, entry.secondary_key)   # memoryview | DiskBody | None
     if isinstance(body, DiskBody):                           # sent with os.sendfile,
         exchange.respond_file(status, fields, body.file.fileno(), body.offset,
                               body.length, lambda sent: body.close())   # then closed

@@ -42,8 +42,9 @@ class StorageTier(Protocol):
         recently used (a lookup does, a purge scan does not)."""
         ...
 
-    def read_body(self, primary: bytes, secondary: bytes) -> bytes | None:
-        """The whole body of one variant, or None if it is not stored."""
+    def read_body(self, primary: bytes, secondary: bytes) -> bytes | memoryview | None:
+        """The whole body of one variant (the memory tier: a view into its arena), or None
+        if it is not stored."""
         ...
 
     def set_meta(self, primary: bytes, secondary: bytes, meta: bytes) -> bool:

@@ -14,13 +14,20 @@ repair after a crash. A file that is truncated, has a bad magic or CRC, a name t
 not match its keys, or metadata that does not decode is deleted during the scan. Bodies
 are not checksummed (that would mean reading every body on open); a truncated body shows
 as a size mismatch. The index holds each object's metadata blob so that lookups do no
-I/O, and nothing else: one `OrderedDict` slot per URI whose value is the blob (or a tuple
-of blobs for a URI with several variants). File names are derived from the keys, body
+I/O, and nothing else: one dict slot per URI whose value is the blob (or a tuple of blobs
+for a URI with several variants). While the memory tier holds the same variant, the
+index keeps no blob at all but a placeholder (`lend`): the tiered store reads the metadata
+from memory then, and the memory tier hands it back (`reclaim`) when it evicts the variant,
+so a small object's metadata is held once. File names are derived from the keys, body
 lengths and sizes from the open file (`fstat`, `stat` before an unlink), so the index
 keeps no paths, records or sizes; a file deleted behind the tier's back is dropped from
 the index when it is next opened, and its bytes stay counted until the next open of the
 tier rescans. Recency is in-process LRU by URI (eviction drops the least recently used
-URI's oldest variant first); across a restart it starts from file modification times.
+URI's oldest variant first); across a restart it starts from file modification times. The
+order is the dict's own insertion order (a use re-inserts the URI at the end): a plain dict
+slot costs half an `OrderedDict` one. Finding the oldest URI walks past the slots freed at
+the dict's front since its last resize, so eviction in a large tier frees a batch of
+objects more than it must (at most 1/1024 of the budget) and walks once per batch.
 
 Metadata updates (freshening after a 304, soft purge) rewrite the tail in place: a crash
 mid-update leaves a CRC mismatch, and the object is dropped on the next open.
@@ -33,12 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import struct
 import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +57,18 @@ from millions.edge.storage.codec import CorruptMetadata, decode_entry, secondary
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"MEDGE\x00v1"
+#: v2: the metadata blob stores common header names as codes and dates as seconds (see
+#: `codec`); files of another version are dropped when the tier opens.
+_MAGIC = b"MEDGE\x00v2"
 _HEADER = struct.Struct("<8sQIII")
 BODY_OFFSET = _HEADER.size
+
+#: URIs taken from the front of the index per walk when evicting.
+_EVICTION_BATCH = 64
+#: Budgets from this size evict up to a batch of objects (at most 1/1024 of the budget) more
+#: than they must, so that one walk past the index's freed front slots serves many stores
+#: (smaller ones evict exactly: their index is small).
+_EVICTION_SLACK_FROM = 64 << 20
 
 
 def object_name(primary: bytes, secondary: bytes) -> str:
@@ -68,11 +84,38 @@ def _crc(primary: bytes, meta: bytes) -> int:
     return zlib.crc32(meta, zlib.crc32(primary))
 
 
-#: One URI's variants in the index: the metadata blob of its only variant (most URIs have
-#: one), else a tuple of blobs, oldest first. The blobs are the objects the memory tier holds
-#: for the same variants, and file paths and sizes are derived (from the keys and from the
-#: file) instead of kept, so an object indexed in both tiers costs this tier one dict slot.
-_Variants = bytes | tuple[bytes, ...]
+class _Lent:
+    """The index's placeholder for a variant whose metadata the memory tier holds: it is
+    not visible through `variants` or `meta_of` until `reclaim` gives the blob back."""
+
+    __slots__ = ("secondary",)
+
+    def __init__(self, secondary: bytes) -> None:
+        self.secondary = secondary
+
+
+#: The placeholder of a variant without Vary (most objects): one shared object.
+_LENT_PLAIN = _Lent(b"")
+
+_Variant = bytes | _Lent
+
+#: One URI's variants in the index: the metadata blob (or placeholder) of its only variant
+#: (most URIs have one), else a tuple of them, oldest first. File paths and sizes are
+#: derived (from the keys and from the file) instead of kept, so an object indexed in both
+#: tiers costs this tier one dict slot.
+_Variants = _Variant | tuple[_Variant, ...]
+
+
+def _lent(secondary: bytes) -> _Lent:
+    return _LENT_PLAIN if not secondary else _Lent(secondary)
+
+
+def _secondary(variant: _Variant) -> bytes:
+    return variant.secondary if isinstance(variant, _Lent) else secondary_of(variant)
+
+
+def _all(variants: _Variants) -> tuple[_Variant, ...]:
+    return variants if isinstance(variants, tuple) else (variants,)
 
 
 @dataclass(slots=True)
@@ -126,7 +169,9 @@ class DiskWriter:
             raise ObjectTooLarge(f"body exceeds the disk tier's {self._tier.max_bytes} bytes")
         self._file.write(chunk)
 
-    def commit(self, meta: bytes) -> None:
+    def commit(self, meta: bytes, *, lent: bool = False) -> None:
+        """Publish the body with `meta`; `lent`: the memory tier holds the same variant
+        (see `DiskTier.lend`)."""
         file = self._file
         if file is None:
             raise ValueError("writer is already committed or aborted")
@@ -147,7 +192,9 @@ class DiskWriter:
                 )
             )
             file.close()
-            self._tier._publish(self.primary, self.secondary, self._temp, self.body_length, meta)
+            self._tier._publish(
+                self.primary, self.secondary, self._temp, self.body_length, meta, lent
+            )
         except BaseException:
             self.abort()
             raise
@@ -187,7 +234,7 @@ class DiskTier:
         self._tmp = root / "tmp"
         self._objects_dir = str(self._objects)
         self._lock = threading.Lock()
-        self._lru: OrderedDict[bytes, _Variants] = OrderedDict()
+        self._lru: dict[bytes, _Variants] = {}
         self._temp_serial = 0
         self._objects.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -246,42 +293,41 @@ class DiskTier:
 
     # -- index (callers hold the lock) -------------------------------------------
 
-    def _index(self, primary: bytes, meta: bytes, size: int) -> None:
+    def _index(self, primary: bytes, meta: _Variant, size: int) -> None:
         """Index a variant that is not indexed yet, as the most recently used."""
         variants = self._lru.pop(primary, None)
         if variants is None:
             self._lru[primary] = meta
-        elif isinstance(variants, bytes):
-            self._lru[primary] = (variants, meta)
         else:
-            self._lru[primary] = (*variants, meta)
+            self._lru[primary] = (*_all(variants), meta)
         self.counters.stored_bytes += size
         self.counters.objects += 1
 
-    def _meta(self, primary: bytes, secondary: bytes) -> bytes | None:
+    def _meta(self, primary: bytes, secondary: bytes) -> _Variant | None:
+        """The indexed variant: its metadata blob, or a placeholder if it is lent."""
         variants = self._lru.get(primary)
         if variants is None:
             return None
-        if isinstance(variants, bytes):
+        if isinstance(variants, bytes):  # the common case: one variant, not lent
             return variants if secondary_of(variants) == secondary else None
-        for meta in variants:
-            if secondary_of(meta) == secondary:
+        for meta in _all(variants):
+            if _secondary(meta) == secondary:
                 return meta
         return None
 
-    def _set_variant(self, primary: bytes, secondary: bytes, meta: bytes | None) -> None:
+    def _set_variant(self, primary: bytes, secondary: bytes, meta: _Variant | None) -> None:
         """Replace (or with None, drop) the indexed variant `secondary` of `primary`, which
         must be indexed; recency is unchanged."""
         variants = self._lru[primary]
-        if isinstance(variants, bytes):
+        if not isinstance(variants, tuple):
             if meta is None:
                 del self._lru[primary]
             else:
                 self._lru[primary] = meta
             return
-        kept: list[bytes] = []
+        kept: list[_Variant] = []
         for old in variants:
-            if secondary_of(old) != secondary:
+            if _secondary(old) != secondary:
                 kept.append(old)
             elif meta is not None:
                 kept.append(meta)
@@ -300,18 +346,34 @@ class DiskTier:
 
     def _evict(self) -> None:
         """Drop least recently used variants (the oldest URI's oldest variant first) until
-        the files fit the budget."""
+        the files fit the budget; a large tier frees up to a batch more (see
+        `_EVICTION_SLACK_FROM`)."""
         counters = self.counters
+        if counters.stored_bytes <= self.max_bytes:
+            return
+        slack = 0
+        if self.max_bytes >= _EVICTION_SLACK_FROM:
+            # about one walk's worth of objects, so the lock is never held for long
+            average = counters.stored_bytes // max(counters.objects, 1)
+            slack = min(self.max_bytes // 1024, _EVICTION_BATCH * average)
+        target = self.max_bytes - slack
         lru = self._lru
-        while counters.stored_bytes > self.max_bytes and lru:
-            primary = next(iter(lru))
-            variants = lru[primary]
-            oldest = variants if isinstance(variants, bytes) else variants[0]
-            self._remove_file(primary, secondary_of(oldest))
-            counters.evictions += 1
+        while counters.stored_bytes > target and lru:
+            for primary in list(itertools.islice(lru, _EVICTION_BATCH)):
+                for variant in _all(lru[primary]):  # oldest first
+                    if counters.stored_bytes <= target:
+                        return
+                    self._remove_file(primary, _secondary(variant))
+                    counters.evictions += 1
 
     def _publish(
-        self, primary: bytes, secondary: bytes, temp: Path, body_length: int, meta: bytes
+        self,
+        primary: bytes,
+        secondary: bytes,
+        temp: Path,
+        body_length: int,
+        meta: bytes,
+        lent: bool = False,
     ) -> None:
         """Move a finished temporary file into place and index it (called by DiskWriter)."""
         final = self._path(primary, secondary)
@@ -324,7 +386,7 @@ class DiskTier:
                 self.counters.objects -= 1
                 self._set_variant(primary, secondary, None)
             os.replace(temp, final)
-            self._index(primary, meta, size)
+            self._index(primary, _lent(secondary) if lent else meta, size)
             self._evict()
 
     # -- the tier interface --------------------------------------------------------
@@ -348,8 +410,10 @@ class DiskTier:
             if variants is None:
                 return []
             if touch:
-                self._lru.move_to_end(primary)
-            return [variants] if isinstance(variants, bytes) else list(variants)
+                self._lru[primary] = self._lru.pop(primary)
+            if isinstance(variants, bytes):
+                return [variants]
+            return [meta for meta in _all(variants) if isinstance(meta, bytes)]
 
     def open_body(self, primary: bytes, secondary: bytes) -> DiskBody | None:
         """The stored body, open for reading (zero-copy sending); None if not stored."""
@@ -358,7 +422,7 @@ class DiskTier:
             if meta is None:
                 self.counters.misses += 1
                 return None
-            self._lru.move_to_end(primary)
+            self._lru[primary] = self._lru.pop(primary)
             path = self._path(primary, secondary)
             try:
                 # Opened under the lock: a concurrent purge unlinks only after this.
@@ -368,7 +432,14 @@ class DiskTier:
                 self._remove_file(primary, secondary)
                 self.counters.misses += 1
                 return None
-            body_length = os.fstat(file.fileno()).st_size - BODY_OFFSET - len(primary) - len(meta)
+            try:
+                body_length = _body_length(file)
+            except OSError:
+                file.close()
+                logger.warning("cache object %s is unreadable; dropping it", path)
+                self._remove_file(primary, secondary)
+                self.counters.misses += 1
+                return None
             self.counters.hits += 1
         return DiskBody(file, BODY_OFFSET, body_length)
 
@@ -380,9 +451,27 @@ class DiskTier:
             return body.read_all()
 
     def meta_of(self, primary: bytes, secondary: bytes) -> bytes | None:
-        """One variant's current metadata blob, or None."""
+        """One variant's current metadata blob, or None (also while it is lent)."""
         with self._lock:
-            return self._meta(primary, secondary)
+            meta = self._meta(primary, secondary)
+            return meta if isinstance(meta, bytes) else None
+
+    def lend(self, primary: bytes, secondary: bytes, meta: bytes) -> bool:
+        """The memory tier now holds this variant with metadata `meta`: keep a placeholder
+        instead of the blob. False (nothing changed) if the indexed metadata differs."""
+        with self._lock:
+            if self._meta(primary, secondary) != meta:
+                return False
+            self._set_variant(primary, secondary, _lent(secondary))
+            return True
+
+    def reclaim(self, primary: bytes, meta: bytes) -> None:
+        """The memory tier dropped a variant it held with metadata `meta`: if this tier
+        lent it, keep the blob again."""
+        secondary = secondary_of(meta)
+        with self._lock:
+            if isinstance(self._meta(primary, secondary), _Lent):
+                self._set_variant(primary, secondary, meta)
 
     def set_meta(self, primary: bytes, secondary: bytes, meta: bytes) -> bool:
         with self._lock:
@@ -393,7 +482,8 @@ class DiskTier:
             try:
                 with open(path, "r+b") as file:
                     old_size = os.fstat(file.fileno()).st_size
-                    body_length = old_size - BODY_OFFSET - len(primary) - len(old)
+                    body_length = _body_length(file)
+                    old_meta_length = old_size - BODY_OFFSET - body_length - len(primary)
                     file.seek(BODY_OFFSET + body_length + len(primary))
                     file.write(meta)
                     file.truncate()
@@ -407,8 +497,8 @@ class DiskTier:
                 logger.warning("cannot update cache object %s; dropping it", path)
                 self._remove_file(primary, secondary)
                 return False
-            self.counters.stored_bytes += len(meta) - len(old)
-            self._set_variant(primary, secondary, meta)
+            self.counters.stored_bytes += len(meta) - old_meta_length
+            self._set_variant(primary, secondary, old if isinstance(old, _Lent) else meta)
             self._evict()
             return True
 
@@ -417,9 +507,9 @@ class DiskTier:
             variants = self._lru.get(primary)
             if variants is None:
                 return 0
-            metas = [variants] if isinstance(variants, bytes) else list(variants)
+            metas = _all(variants)
             for meta in metas:
-                self._remove_file(primary, secondary_of(meta))
+                self._remove_file(primary, _secondary(meta))
             return len(metas)
 
     def remove_variant(self, primary: bytes, secondary: bytes) -> bool:
@@ -432,6 +522,14 @@ class DiskTier:
     def primary_keys(self) -> Iterator[bytes]:
         with self._lock:
             return iter(list(self._lru))
+
+
+def _body_length(file: BinaryIO) -> int:
+    """The body length in an object file's header."""
+    header = os.pread(file.fileno(), BODY_OFFSET, 0)
+    if len(header) != BODY_OFFSET:
+        raise OSError("truncated cache object header")
+    return int(_HEADER.unpack(header)[1])
 
 
 def _file_size(path: str) -> int:

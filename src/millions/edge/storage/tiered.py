@@ -2,7 +2,11 @@
 
 Small objects (at most `small_object_bytes`) live in memory and are written through to
 disk, so they survive a restart; large ones go to disk only, streamed, and leave through
-`os.sendfile`. A disk hit on a small object promotes it back to memory.
+`os.sendfile`. A disk hit on a small object promotes it back to memory. While memory holds
+a variant, the disk index lends it its metadata (keeps a placeholder, not a second copy of
+the blob) and gets it back when memory evicts it; lookups read memory first, so they see
+every variant once. A disk write that fails drops the disk's older copy, so that memory
+never hands back metadata for a body the disk does not have.
 
 Disk work runs in worker threads (`asyncio.to_thread`); memory work runs inline on the
 loop. One `asyncio.Lock` orders the steps that publish or drop objects (commits, metadata
@@ -17,9 +21,11 @@ two tiers, and a scan cannot go stale.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from millions.edge.entry import CachedResponse
@@ -62,9 +68,18 @@ class BodyWriter:
 
     async def commit(self, entry: CachedResponse) -> None:
         """Publish the body with `entry` as its metadata."""
-        async with self._store._lock:
-            self._store.memory.remove_variant(self._writer.primary, self._writer.secondary)
-            await asyncio.to_thread(self._writer.commit, encode_entry(entry))
+        store, writer = self._store, self._writer
+        async with store._lock:
+            store.memory.remove_variant(writer.primary, writer.secondary)
+            try:
+                await asyncio.to_thread(writer.commit, encode_entry(entry))
+            except BaseException:
+                # an older copy on disk may be lent to memory, which no longer holds it
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(
+                        store.disk.remove_variant, writer.primary, writer.secondary
+                    )
+                raise
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._writer.abort)
@@ -82,6 +97,7 @@ class TieredStore:
     ) -> None:
         self.memory = memory
         self.disk = disk
+        memory.on_evict = disk.reclaim
         self.small_object_bytes = small_object_bytes
         self.misses = 0
         self._lock = asyncio.Lock()
@@ -114,8 +130,8 @@ class TieredStore:
             self.misses += 1
         return entries
 
-    async def body(self, primary: bytes, secondary: bytes) -> bytes | DiskBody | None:
-        """The body of one variant: bytes from memory, or an open `DiskBody` (close it)
+    async def body(self, primary: bytes, secondary: bytes) -> bytes | memoryview | DiskBody | None:
+        """The body of one variant: a view of it in memory, or an open `DiskBody` (close it)
         from disk; None if it is gone (evicted or purged since `variants`)."""
         body = self.memory.read_body(primary, secondary)
         if body is not None:
@@ -137,6 +153,7 @@ class TieredStore:
                 self.memory.put(primary, secondary, meta, body)
             except ObjectTooLarge:
                 return
+            self.disk.lend(primary, secondary, meta)
 
     # -- storing -------------------------------------------------------------------
 
@@ -164,9 +181,14 @@ class TieredStore:
                 self.memory.remove_variant(primary, secondary)
             if writer is not None:
                 try:
-                    await asyncio.to_thread(writer.commit, meta)
+                    await asyncio.to_thread(partial(writer.commit, meta, lent=small))
+                    return
                 except OSError:
                     logger.warning("cannot write %r to the disk tier", primary, exc_info=True)
+            try:  # the disk's older copy, if any, no longer matches what memory holds
+                await asyncio.to_thread(self.disk.remove_variant, primary, secondary)
+            except OSError:
+                logger.warning("cannot drop %r from the disk tier", primary, exc_info=True)
 
     async def begin(self, primary: bytes, secondary: bytes) -> BodyWriter:
         """A writer that streams a (large) body to disk; `commit(entry)` publishes it."""
