@@ -127,8 +127,8 @@ async def test_a_retry_is_not_delivered_before_its_backoff(engine: Engine) -> No
     queue = engine.open(engine.config(backoff_base_s=1.0, backoff_cap_s=1.0))
     await queue.publish(name, {"n": 1})
     delivery = await receive_one(queue, name)
+    nacked_at = time.monotonic()  # before the call: the backoff starts inside it
     assert await queue.nack(delivery, "boom") == "retried"
-    nacked_at = time.monotonic()
     assert await queue.receive(name, wait_s=0.3) == []
     again = await receive_one(queue, name, timeout_s=5)
     assert time.monotonic() - nacked_at >= 0.5  # equal jitter: at least half of 1 s

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,12 +97,32 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def new_message_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, like `uuid.uuid4().hex` at a third of
-    the cost (no UUID object), as every publish makes one."""
-    value = int.from_bytes(os.urandom(16))
-    value = (value & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
-    return f"{value:032x}"
+#: Bits of a version-7 UUID below its 48-bit millisecond timestamp: random, but for the
+#: version (7) and the variant (binary 10).
+_V7_RANDOM = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+_V7_MARKS = (0x7 << 76) | (0x2 << 62)
+
+
+def new_message_id(now_ms: int | None = None) -> str:
+    """A version-7 UUID as 32 hex digits: the publish time in milliseconds, then 74 random
+    bits. No UUID object (a third of `uuid.uuid4().hex`'s cost, as every publish makes
+    one), and the RabbitMQ engine reads the publish time back from the id instead of
+    sending it in a header (`message_id_time`)."""
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10)) & _V7_RANDOM
+    return f"{(now_ms & 0xFFFF_FFFF_FFFF) << 80 | _V7_MARKS | random_bits:032x}"
+
+
+def message_id_time(message_id: str) -> float | None:
+    """The creation time (Unix seconds, millisecond precision) a version-7 UUID in hex
+    carries; None for any other id (a version-4 UUID, a foreign publisher's id)."""
+    if len(message_id) != 32 or message_id[12] != "7" or message_id[16] not in "89ab":
+        return None
+    try:
+        return int(message_id[:12], 16) / 1000
+    except ValueError:
+        return None
 
 
 def check_queue_name(name: str) -> str:

@@ -11,8 +11,25 @@ yet handed out wait in this process (up to `prefetch`); the broker no longer cou
 as ready, and `close` gives them back without counting an attempt. Leases are kept on both
 sides: the broker redelivers everything unacknowledged when the channel closes (the
 consumer died), and this client gives a delivery back (`basic.nack`, requeue) when it
-has not been answered within the visibility timeout. The broker's own `consumer_timeout`
-should be at least the visibility timeout; it is the backstop for a stuck client.
+has not been answered within the visibility timeout (one timer per consumer, armed for
+its oldest lease, not one per lease). The broker's own `consumer_timeout` should be at
+least the visibility timeout; it is the backstop for a stuck client.
+
+Acknowledgements are batched per event-loop pass: the acks made in one pass go out
+together once the pass ends, as one `basic.ack(multiple=True)` over the longest run of
+delivery tags that leaves nothing unanswered below it (every lower tag of the channel
+is answered too; `plan_acks`), and single acks for the rest. `ack` waits until its
+frame is handed to the connection, as aio-pika's own `ack` does, so a process that dies
+after `ack` returned does not get the message redelivered. Requeues (`basic.nack`) go out
+at once, and a tag counts as answered for a later `multiple` only once its nack is
+written, so a `multiple` never covers a delivery meant to go back.
+
+The hot paths use aio-pika's channels through their aiormq layer (`basic_publish`,
+`basic_consume`, `basic_ack` with pamqp properties): no aio-pika `Message` or
+`IncomingMessage` object and no extra task per message. A message carries its id
+(a version-7 UUID, which holds the publish time) and the persistent delivery mode; the
+headers table only what differs from the defaults (attempts, an idempotency key other
+than the id, `max_attempts`, a publish time other than the id's).
 
 Counting attempts. The broker does not count deliveries on classic queues, so the
 count travels in a header, and every change of it is a new copy: a failure republishes
@@ -33,17 +50,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aio_pika.abc
-from aio_pika.exceptions import AMQPError, ChannelClosed, ChannelNotFoundEntity
+import aiormq.abc
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelClosed,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+)
+from aiormq import spec
 
 from millions.queue import delay_chain
 from millions.queue.base import DeadLetter, Delivery, NackResult, QueueError, QueueStats
@@ -54,6 +80,7 @@ from millions.queue.messages import (
     checked_publish,
     decode_payload,
     error_text,
+    message_id_time,
 )
 from millions.queue.retry import plan_failure
 from millions.queue.urls import parse_queue_url
@@ -66,7 +93,10 @@ IDEMPOTENCY_KEY = "x-millions-idempotency-key"
 PUBLISHED_AT = "x-millions-published-at"
 ERROR = "x-millions-error"
 DEAD_AT = "x-millions-dead-at"
-_DRIVER_ERRORS = (AMQPError, OSError, TimeoutError)
+#: What the driver raises when the broker or the connection fails (a closed channel is
+#: a `RuntimeError` in aiormq).
+_DRIVER_ERRORS = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError)
+PERSISTENT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +109,25 @@ class _Envelope:
     idempotency_key: str
     published_at: float
 
-    def headers(self, **extra: Any) -> dict[str, Any]:
+    def headers(self, **extra: Any) -> dict[str, Any] | None:
         """Only what differs from what `_envelope` assumes when a header is missing (no
-        attempts yet, the message id as the idempotency key): a smaller table for the
-        client to encode and the broker to store on every publish."""
-        headers: dict[str, Any] = {PUBLISHED_AT: _to_ms(self.published_at)}
+        attempts yet, the message id as the idempotency key, the publish time the id
+        carries): usually no table at all for the client to encode and decode and the
+        broker to store on every message."""
+        headers: dict[str, Any] = {}
+        published_ms = _to_ms(self.published_at)
+        id_time = message_id_time(self.message_id)
+        if id_time is None or _to_ms(id_time) != published_ms:
+            headers[PUBLISHED_AT] = published_ms
         if self.attempts:
             headers[ATTEMPTS] = self.attempts
         if self.idempotency_key != self.message_id:
             headers[IDEMPOTENCY_KEY] = self.idempotency_key
         if self.max_attempts is not None:
             headers[MAX_ATTEMPTS] = self.max_attempts
-        headers.update(extra)
-        return headers
+        if extra:
+            headers.update(extra)
+        return headers or None
 
     def with_attempts(self, attempts: int) -> _Envelope:
         return _Envelope(
@@ -111,17 +147,27 @@ def _to_ms(timestamp: float) -> int:
     return round(timestamp * 1000)
 
 
-def _envelope(message: aio_pika.abc.AbstractIncomingMessage) -> _Envelope:
-    """Read our headers; anything missing or malformed (a foreign publisher) has a default."""
-    headers = dict(message.headers or {})
-    message_id = message.message_id or f"amqp-{uuid.uuid4().hex}"
+def _envelope(
+    headers: dict[str, Any] | None, message_id: str | None, stamp: datetime.datetime | None
+) -> _Envelope:
+    """Read our headers; anything missing or malformed (a foreign publisher) has a default.
+    The publish time: our header, else the time a version-7 id carries, else the AMQP
+    timestamp, else now."""
+    if not message_id:
+        message_id = f"amqp-{uuid.uuid4().hex}"
+    if not headers:  # the common case: a first delivery of a message we published
+        published = message_id_time(message_id)
+        if published is None:
+            published = stamp.timestamp() if stamp is not None else time.time()
+        return _Envelope(message_id, 0, None, message_id, published)
     key = headers.get(IDEMPOTENCY_KEY)
     published_ms = _int_header(headers, PUBLISHED_AT, maximum=1 << 50)
     if published_ms is not None:
         published = published_ms / 1000
     else:
-        stamp = message.timestamp
-        published = stamp.timestamp() if stamp is not None else time.time()
+        published = message_id_time(message_id)
+        if published is None:
+            published = stamp.timestamp() if stamp is not None else time.time()
     max_attempts = _int_header(headers, MAX_ATTEMPTS)
     return _Envelope(
         message_id=message_id,
@@ -132,24 +178,88 @@ def _envelope(message: aio_pika.abc.AbstractIncomingMessage) -> _Envelope:
     )
 
 
-@dataclass(eq=False)
-class _Lease:
-    """The receipt of a RabbitMQ delivery: the broker message and its client-side lease."""
+def _incoming_envelope(message: aio_pika.abc.AbstractIncomingMessage) -> _Envelope:
+    return _envelope(message.headers, message.message_id, message.timestamp)
 
-    message: aio_pika.abc.AbstractIncomingMessage
+
+def _delivered_envelope(message: aiormq.abc.DeliveredMessage) -> _Envelope:
+    properties = message.header.properties
+    return _envelope(properties.headers, properties.message_id, properties.timestamp)
+
+
+def _deliver(message: aiormq.abc.DeliveredMessage) -> spec.Basic.Deliver:
+    """A consumer's messages come with `basic.deliver` (aiormq types the field loosely)."""
+    return cast(spec.Basic.Deliver, message.delivery)
+
+
+def _tag(message: aiormq.abc.DeliveredMessage) -> int:
+    """The delivery tag (always set on `basic.deliver`)."""
+    return cast(int, _deliver(message).delivery_tag)
+
+
+def plan_acks(
+    unanswered: deque[int], answered: set[int], batch: Iterable[int]
+) -> tuple[int, int, list[int]]:
+    """Which frames acknowledge `batch` (delivery tags of one channel, acked together).
+
+    `unanswered` holds the channel's delivery tags the broker still counts as
+    unacknowledged, in delivery order; `answered` those of them whose answer is already
+    written or in this batch. A `basic.ack(multiple=True)` with tag T acknowledges every
+    unacknowledged tag up to T, so it may only cover a run from the oldest unanswered tag
+    in which every tag is answered. Returns (T, how many tags of `batch` the multiple
+    covers (0: no multiple), the tags of `batch` to acknowledge singly), and takes the
+    covered run off `unanswered`/`answered`. T is always a tag of `batch`: the broker
+    refuses a multiple whose own tag it does not hold unacknowledged.
+    """
+    batch_tags = set(batch)
+    answered |= batch_tags
+    upto = covered = 0
+    while unanswered and unanswered[0] in answered:
+        tag = unanswered.popleft()
+        answered.discard(tag)
+        if tag in batch_tags:
+            batch_tags.discard(tag)
+            upto = tag
+            covered += 1
+    return upto, covered, sorted(batch_tags)
+
+
+@dataclass(eq=False, slots=True)
+class _Lease:
+    """The receipt of a RabbitMQ delivery: its channel and tag and its client-side lease."""
+
+    consumer: _Consumer
+    tag: int
     envelope: _Envelope
     body: bytes
-    timer: asyncio.TimerHandle | None = None
+    deadline: float
     settled: bool = False
 
 
 @dataclass(eq=False)
 class _Consumer:
+    """One queue's consuming channel, its leases and its acknowledgement batching."""
+
     channel: aio_pika.abc.AbstractChannel
-    buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage | None]
+    underlay: aiormq.abc.AbstractChannel
+    queue: str
+    max_attempts: int
+    visibility_s: float
+    buffer: asyncio.Queue[aiormq.abc.DeliveredMessage | None] = field(default_factory=asyncio.Queue)
     tag: str = ""
-    queue: aio_pika.abc.AbstractQueue | None = None
-    leases: set[_Lease] = field(default_factory=set)
+    #: Unanswered leases, oldest (earliest deadline) first.
+    leases: OrderedDict[_Lease, None] = field(default_factory=OrderedDict)
+    #: The visibility-timeout timer, armed for the oldest lease's deadline.
+    sweep: asyncio.TimerHandle | None = None
+    #: Delivery tags the broker counts unacknowledged, in delivery order (see `plan_acks`).
+    unanswered: deque[int] = field(default_factory=deque)
+    answered: set[int] = field(default_factory=set)
+    #: Acks not yet taken by the acker, and the future their batch resolves.
+    acks: list[int] = field(default_factory=list)
+    flushed: asyncio.Future[bool] | None = None
+    #: The task writing this channel's acks (`RabbitQueue._acker`), and its wake-up.
+    acker: asyncio.Task[None] | None = None
+    ack_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RabbitQueue:
@@ -174,13 +284,17 @@ class RabbitQueue:
         self.prefetch = prefetch
         self.connect_timeout_s = connect_timeout_s
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._publisher: aio_pika.abc.AbstractChannel | None = None
+        #: The publishing channel's aiormq layer (publishes skip aio-pika's `Message`),
+        #: and the aio-pika channel that owns it.
+        self._publisher: aiormq.abc.AbstractChannel | None = None
+        self._publisher_owner: aio_pika.abc.AbstractChannel | None = None
         self._admin: aio_pika.abc.AbstractChannel | None = None
         self._consumers: dict[str, _Consumer] = {}
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
         self._declare_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ackers: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # -- publishing -------------------------------------------------------------------
@@ -197,8 +311,15 @@ class RabbitQueue:
         message = checked_publish(
             queue, payload, delay_s, idempotency_key, max_attempts, self.config.max_message_bytes
         )
-        message_id, body, delay = message.message_id, message.body, message.delay_s
-        envelope = _Envelope(message_id, 0, max_attempts, message.idempotency_key, time.time())
+        message_id = message.message_id
+        published = message_id_time(message_id)
+        envelope = _Envelope(
+            message_id,
+            0,
+            max_attempts,
+            message.idempotency_key,
+            time.time() if published is None else published,
+        )
         if self._closed:
             raise QueueError(f"RabbitMQ queue {self.display_url} is closed")
         # The hot path: `_errors` inlined (an async context manager per message costs).
@@ -206,7 +327,7 @@ class RabbitQueue:
             try:
                 if queue not in self._declared:
                     await self._declare(queue)
-                await self._send(queue, body, envelope, delay)
+                await self._send(queue, message.body, envelope, message.delay_s)
             except _DRIVER_ERRORS as exc:
                 raise self._failure(f"publish to {queue}", exc) from exc
         except QueueError:
@@ -217,26 +338,29 @@ class RabbitQueue:
     async def _send(
         self, queue: str, body: bytes, envelope: _Envelope, delay_s: float, **headers: Any
     ) -> None:
-        """Publish one copy and wait for the broker's confirm."""
+        """Publish one copy (persistent, mandatory: an unroutable copy is an error, not
+        silently dropped) and wait for the broker's confirm."""
         channel = self._publisher
         if channel is None or channel.is_closed:
             channel = await self._publisher_channel()
-        message = aio_pika.Message(
-            body,
-            headers=envelope.headers(**headers),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        properties = spec.Basic.Properties(
+            delivery_mode=PERSISTENT,
             message_id=envelope.message_id,
-            timestamp=envelope.published_at,
+            headers=envelope.headers(**headers),
         )
         units = delay_chain.delay_units(delay_s)
         if units == 0:
-            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
-            return
-        exchange = await channel.get_exchange(
-            delay_chain.level_name(queue, delay_chain.entry_level(units)), ensure=False
+            exchange, routing_key = "", queue
+        else:
+            exchange = delay_chain.level_name(queue, delay_chain.entry_level(units))
+            routing_key = delay_chain.routing_key(units)
+        await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=True,
         )
-        await exchange.publish(message, routing_key=delay_chain.routing_key(units), mandatory=True)
 
     async def _bury(
         self, queue: str, lease_body: bytes, envelope: _Envelope, attempts: int, error: str
@@ -257,10 +381,14 @@ class RabbitQueue:
         check_queue_name(queue)
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        if self._closed:
+            raise QueueError(f"RabbitMQ queue {self.display_url} is closed")
         deadline = time.monotonic() + max(wait_s, 0.0)
         deliveries: list[Delivery] = []
-        async with self._errors(f"receive from {queue}"):
-            consumer = await self._consumer(queue)
+        try:  # `_errors` inlined: receive runs about once per message in a busy worker
+            consumer = self._consumers.get(queue)
+            if consumer is None or consumer.channel.is_closed:
+                consumer = await self._consumer(queue)
             while len(deliveries) < max_messages:
                 if deliveries or consumer.buffer.qsize():
                     try:
@@ -277,26 +405,69 @@ class RabbitQueue:
                     except TimeoutError:
                         break
                 if message is None:  # the channel closed: its unacked messages went back
-                    self._consumers.pop(queue, None)
+                    if self._consumers.get(queue) is consumer:
+                        del self._consumers[queue]
                     if deliveries:
                         break
                     consumer = await self._consumer(queue)
                     continue
-                delivery = await self._accept(queue, consumer, message)
-                if delivery is not None:
+                delivery = self._lease(consumer, message)
+                if delivery is None:
+                    try:
+                        await self._count_or_bury(consumer, message)
+                    except _DRIVER_ERRORS:
+                        await self._requeue(consumer, _tag(message))  # not left unanswered
+                        raise
+                else:
                     deliveries.append(delivery)
+        except _DRIVER_ERRORS as exc:
+            raise self._failure(f"receive from {queue}", exc) from exc
         return deliveries
 
-    async def _accept(
-        self, queue: str, consumer: _Consumer, message: aio_pika.abc.AbstractIncomingMessage
-    ) -> Delivery | None:
-        """Turn a broker message into a delivery, or count/bury it and return None."""
-        envelope = _envelope(message)
-        max_attempts = envelope.max_attempts or self.config.max_attempts_for(queue)
-        body = bytes(message.body)
-        if message.redelivered:
+    def _lease(self, consumer: _Consumer, message: aiormq.abc.DeliveredMessage) -> Delivery | None:
+        """Lease a first delivery of a readable message; None for the others, which
+        `_count_or_bury` handles."""
+        if _deliver(message).redelivered:
+            return None
+        body = message.body
+        try:
+            payload = decode_payload(body)
+        except MessageDecodeError:
+            return None
+        envelope = _delivered_envelope(message)
+        loop = asyncio.get_running_loop()
+        lease = _Lease(
+            consumer,
+            _tag(message),
+            envelope,
+            body,
+            loop.time() + consumer.visibility_s,
+        )
+        consumer.leases[lease] = None
+        if consumer.sweep is None:
+            consumer.sweep = loop.call_at(lease.deadline, self._sweep, consumer)
+        return Delivery(
+            queue=consumer.queue,
+            message_id=envelope.message_id,
+            payload=payload,
+            attempt=envelope.attempts + 1,
+            max_attempts=envelope.max_attempts or consumer.max_attempts,
+            idempotency_key=envelope.idempotency_key,
+            published_at=envelope.published_at,
+            receipt=lease,
+        )
+
+    async def _count_or_bury(
+        self, consumer: _Consumer, message: aiormq.abc.DeliveredMessage
+    ) -> None:
+        """A redelivery is counted as an attempt (a new copy, or a dead letter when they
+        are used up); an undecodable message is dead-lettered. Then the original is acked."""
+        queue = consumer.queue
+        envelope = _delivered_envelope(message)
+        body = message.body
+        if _deliver(message).redelivered:
             attempts = envelope.attempts + 1
-            if attempts >= max_attempts:
+            if attempts >= (envelope.max_attempts or consumer.max_attempts):
                 await self._bury(
                     queue,
                     body,
@@ -307,48 +478,42 @@ class RabbitQueue:
                 )
             else:
                 await self._send(queue, body, envelope.with_attempts(attempts), 0.0)
-            await message.ack()
-            return None
-        try:
-            payload = decode_payload(body)
-        except MessageDecodeError as exc:
-            log.warning(
-                "undecodable message dead-lettered",
-                extra={"queue": queue, "message_id": envelope.message_id},
-            )
-            await self._bury(
-                queue, body, envelope, envelope.attempts, f"undecodable message: {exc}"
-            )
-            await message.ack()
-            return None
-        lease = _Lease(message, envelope, body)
-        lease.timer = asyncio.get_running_loop().call_later(
-            self.config.visibility_timeout_for(queue), self._expire, consumer, lease
-        )
-        consumer.leases.add(lease)
-        return Delivery(
-            queue=queue,
-            message_id=envelope.message_id,
-            payload=payload,
-            attempt=envelope.attempts + 1,
-            max_attempts=max_attempts,
-            idempotency_key=envelope.idempotency_key,
-            published_at=envelope.published_at,
-            receipt=lease,
-        )
+        else:
+            try:
+                decode_payload(body)
+            except MessageDecodeError as exc:
+                log.warning(
+                    "undecodable message dead-lettered",
+                    extra={"queue": queue, "message_id": envelope.message_id},
+                )
+                await self._bury(
+                    queue, body, envelope, envelope.attempts, f"undecodable message: {exc}"
+                )
+        await self._ack_tag(consumer, _tag(message))
 
-    def _expire(self, consumer: _Consumer, lease: _Lease) -> None:
-        """The visibility timeout passed: hand the message back to the broker."""
-        if lease.settled:
-            return
-        lease.settled = True
-        consumer.leases.discard(lease)
-        self._spawn(self._requeue(lease.message))
+    def _sweep(self, consumer: _Consumer) -> None:
+        """The oldest lease's visibility timeout passed: hand back every message whose
+        lease ran out, and arm the timer for the next deadline."""
+        consumer.sweep = None
+        leases = consumer.leases
+        loop = asyncio.get_running_loop()
+        # Timers may fire a clock tick early; a millisecond's slack avoids re-arming.
+        now = loop.time() + 0.001
+        while leases:
+            lease = next(iter(leases))
+            if lease.deadline > now:
+                consumer.sweep = loop.call_at(lease.deadline, self._sweep, consumer)
+                return
+            del leases[lease]
+            lease.settled = True
+            self._spawn(self._requeue(consumer, lease.tag))
 
-    @staticmethod
-    async def _requeue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _requeue(self, consumer: _Consumer, tag: int) -> None:
+        """Give a delivery back to the broker at once (`basic.nack`, requeue). Its tag
+        counts as answered for a later `multiple` ack only once the nack is written."""
         with contextlib.suppress(*_DRIVER_ERRORS):
-            await message.nack(requeue=True)
+            await consumer.underlay.basic_nack(tag, requeue=True)
+            consumer.answered.add(tag)
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -363,22 +528,60 @@ class RabbitQueue:
         if lease.settled:
             return None
         lease.settled = True
-        if lease.timer is not None:
-            lease.timer.cancel()
-        consumer = self._consumers.get(delivery.queue)
-        if consumer is not None:
-            consumer.leases.discard(lease)
+        lease.consumer.leases.pop(lease, None)
         return lease
+
+    def _ack_tag(self, consumer: _Consumer, tag: int) -> asyncio.Future[bool]:
+        """Queue an ack for the end of this event-loop pass; the future is True once its
+        frame is written, False when the channel is gone (the broker then redelivers)."""
+        future = consumer.flushed
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = consumer.flushed = loop.create_future()
+            if consumer.channel.is_closed:
+                consumer.flushed = None
+                future.set_result(False)
+                return future
+            consumer.ack_ready.set()  # the acker runs after the rest of this pass
+            if consumer.acker is None:
+                consumer.acker = loop.create_task(self._acker(consumer))
+                self._ackers.add(consumer.acker)
+                consumer.acker.add_done_callback(self._ackers.discard)
+        consumer.acks.append(tag)
+        # Shielded: one caller's cancellation must not cancel the others' flush.
+        return asyncio.shield(future)
+
+    @staticmethod
+    async def _acker(consumer: _Consumer) -> None:
+        """Write a consumer's acks, one batch at a time and in order, so a `multiple`
+        never overtakes a single ack (see `plan_acks`). Acks made while a batch is being
+        written form the next batch. Ends when the channel closes."""
+        ready = consumer.ack_ready
+        while True:
+            await ready.wait()
+            ready.clear()
+            future, consumer.flushed = consumer.flushed, None
+            tags, consumer.acks = consumer.acks, []
+            if future is None:
+                if consumer.channel.is_closed:
+                    return
+                continue
+            upto, covered, singles = plan_acks(consumer.unanswered, consumer.answered, tags)
+            written = True
+            try:
+                if upto:
+                    await consumer.underlay.basic_ack(upto, multiple=covered > 1)
+                for tag in singles:
+                    await consumer.underlay.basic_ack(tag)
+            except _DRIVER_ERRORS:
+                written = False  # the channel is gone; the broker redelivers the messages
+            future.set_result(written)
 
     async def ack(self, delivery: Delivery) -> bool:
         lease = self._settle(delivery)
         if lease is None:
             return False
-        try:
-            await lease.message.ack()
-        except _DRIVER_ERRORS:
-            return False  # the channel is gone; the broker redelivers the message
-        return True
+        return await self._ack_tag(lease.consumer, lease.tag)
 
     async def nack(self, delivery: Delivery, error: str, *, retry: bool = True) -> NackResult:
         lease = self._settle(delivery)
@@ -399,35 +602,28 @@ class RabbitQueue:
             else:
                 await self._send(delivery.queue, lease.body, envelope, plan.delay_s)
         except _DRIVER_ERRORS as exc:
-            await self._requeue(lease.message)
+            await self._requeue(lease.consumer, lease.tag)
             raise QueueError(f"RabbitMQ {self.display_url}: nack {delivery.queue}: {exc}") from exc
-        try:
-            await lease.message.ack()
-        except _DRIVER_ERRORS:
-            pass  # the copy is stored; the original comes back too (at least once)
+        # If this ack is not written, the original comes back too (at least once).
+        await self._ack_tag(lease.consumer, lease.tag)
         return "dead_lettered" if plan.dead_letter else "retried"
 
     async def release(self, delivery: Delivery) -> bool:
         lease = self._settle(delivery)
         if lease is None:
             return False
-        return await self._give_back(delivery.queue, lease.message, lease.envelope, lease.body)
+        return await self._give_back(lease.consumer, lease.tag, lease.envelope, lease.body)
 
     async def _give_back(
-        self,
-        queue: str,
-        message: aio_pika.abc.AbstractIncomingMessage,
-        envelope: _Envelope,
-        body: bytes,
+        self, consumer: _Consumer, tag: int, envelope: _Envelope, body: bytes
     ) -> bool:
         """Return a message without counting an attempt: an unchanged copy, then ack."""
         try:
-            await self._send(queue, body, envelope, 0.0)
+            await self._send(consumer.queue, body, envelope, 0.0)
         except _DRIVER_ERRORS:
-            await self._requeue(message)  # counted as an attempt, but not lost
+            await self._requeue(consumer, tag)  # counted as an attempt, but not lost
             return False
-        with contextlib.suppress(*_DRIVER_ERRORS):
-            await message.ack()
+        await self._ack_tag(consumer, tag)
         return True
 
     # -- inspection and dead letters -----------------------------------------------------
@@ -495,7 +691,7 @@ class RabbitQueue:
                 message = await dead.get(no_ack=False, fail=False)
                 if message is None:
                     break
-                envelope = _envelope(message)
+                envelope = _incoming_envelope(message)
                 if wanted is not None and envelope.message_id not in wanted:
                     continue  # left unacknowledged: back in place when the channel closes
                 await self._send(queue, bytes(message.body), envelope.with_attempts(0), 0.0)
@@ -540,6 +736,10 @@ class RabbitQueue:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
+        for acker in list(self._ackers):  # those of channels still open: none after stops
+            acker.cancel()
+            with contextlib.suppress(BaseException):
+                await acker
         if self._connection is not None:
             with contextlib.suppress(*_DRIVER_ERRORS):
                 await self._connection.close()
@@ -578,12 +778,12 @@ class RabbitQueue:
                     ) from exc
             return self._connection
 
-    async def _publisher_channel(self) -> aio_pika.abc.AbstractChannel:
+    async def _publisher_channel(self) -> aiormq.abc.AbstractChannel:
         if self._publisher is None or self._publisher.is_closed:
             connection = await self._connected()
-            self._publisher = await connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            owner = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._publisher_owner = owner
+            self._publisher = await owner.get_underlay_channel()
         return self._publisher
 
     async def _admin_channel(self) -> aio_pika.abc.AbstractChannel:
@@ -656,44 +856,63 @@ class RabbitQueue:
         connection = await self._connected()
         channel = await connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.prefetch)
-        buffer: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage | None] = asyncio.Queue()
-        consumer = _Consumer(channel, buffer)
+        underlay = await channel.get_underlay_channel()
+        consumer = _Consumer(
+            channel,
+            underlay,
+            queue,
+            max_attempts=self.config.max_attempts_for(queue),
+            visibility_s=self.config.visibility_timeout_for(queue),
+        )
+        buffer, unanswered = consumer.buffer, consumer.unanswered
 
         def on_close(*_: Any) -> None:
             buffer.put_nowait(None)
+            consumer.ack_ready.set()  # the acker answers what is left (False) and ends
 
         channel.close_callbacks.add(on_close)
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            unanswered.append(_tag(message))
             buffer.put_nowait(message)
 
-        consumer.queue = await channel.get_queue(queue, ensure=False)
-        consumer.tag = await consumer.queue.consume(on_message, no_ack=False)
+        # On aiormq's channel: no aio-pika `IncomingMessage` and no second task per message.
+        consume_ok = await underlay.basic_consume(queue, on_message, no_ack=False)
+        consumer.tag = consume_ok.consumer_tag or ""
         self._consumers[queue] = consumer
         return consumer
 
     async def _stop_consumer(self, consumer: _Consumer, *, give_back: bool) -> None:
-        if consumer.queue is not None and not consumer.channel.is_closed:
-            await consumer.queue.cancel(consumer.tag)
-        for lease in list(consumer.leases):
+        if not consumer.channel.is_closed:
+            await consumer.underlay.basic_cancel(consumer.tag)
+        if consumer.sweep is not None:
+            consumer.sweep.cancel()
+            consumer.sweep = None
+        for lease in consumer.leases:
             lease.settled = True
-            if lease.timer is not None:
-                lease.timer.cancel()
         consumer.leases.clear()
         while give_back:
             try:
                 message = consumer.buffer.get_nowait()
             except asyncio.QueueEmpty:
                 break
-            if message is not None and not message.redelivered and not consumer.channel.is_closed:
-                queue = consumer.queue.name if consumer.queue is not None else ""
-                await self._give_back(queue, message, _envelope(message), bytes(message.body))
+            if (
+                message is not None
+                and not _deliver(message).redelivered
+                and not consumer.channel.is_closed
+            ):
+                tag = _tag(message)
+                envelope = _delivered_envelope(message)
+                await self._give_back(consumer, tag, envelope, message.body)
+        # Acks already made go out before the channel closes (which ends the acker).
+        if consumer.flushed is not None:
+            await asyncio.shield(consumer.flushed)
         if not consumer.channel.is_closed:
             await consumer.channel.close()
 
 
 def _dead_letter(queue: str, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
-    envelope = _envelope(message)
+    envelope = _incoming_envelope(message)
     headers = dict(message.headers or {})
     error = headers.get(ERROR)
     dead_at_ms = _int_header(headers, DEAD_AT, maximum=1 << 50)
