@@ -2,13 +2,14 @@
 
 SIGTERM/SIGINT stop gracefully: stop accepting, let requests in flight finish for a few
 seconds, exit. The ops listener (loopback only) serves /healthz, /metrics and the purge
-API (`millions.edge.admin`) with aiohttp's server: the purge API needs request bodies,
-which the proxy core's local-response path does not hand to its handler.
+API (`millions.edge.admin`) through `millions.edge.ops`, a minimal server that reads request
+bodies (which the proxy core's local-response path does not hand to its handler).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvloop
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -30,6 +30,7 @@ from millions.edge.admin import (
     parse_purge_request,
     require_loopback,
 )
+from millions.edge.ops import OpsRequest, OpsResponse, OpsRoutes, OpsServer, text
 from millions.edge.server import (
     DEFAULT_DISK_BYTES,
     DEFAULT_STREAM_THRESHOLD_BYTES,
@@ -45,6 +46,8 @@ from millions.telemetry import logs
 from millions.telemetry.metrics import CONTENT_TYPE
 
 log = logging.getLogger("millions.edge")
+
+JSON = b"application/json; charset=utf-8"
 
 #: Longest wait for requests in flight at shutdown.
 STOP_GRACE_S = 5.0
@@ -154,36 +157,37 @@ def _storage_metrics(storage: StorageStats) -> Iterator[Metric]:
     )
 
 
-def ops_app(
-    edge: EdgeServer, registry: CollectorRegistry, admin_token: str | None
-) -> web.Application:
+def ops_routes(edge: EdgeServer, registry: CollectorRegistry, admin_token: str | None) -> OpsRoutes:
     """/healthz, /metrics and `POST /purge` (bearer token; 403 when none is configured)."""
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(request: OpsRequest) -> OpsResponse:
         storage = edge.store.stats()
-        return web.json_response(
-            {"status": "ok", "origin": edge.origin_url, "stored_objects": storage.disk.objects}
-        )
+        document = {
+            "status": "ok",
+            "origin": edge.origin_url,
+            "stored_objects": storage.disk.objects,
+        }
+        return OpsResponse(200, json.dumps(document).encode(), JSON)
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+    async def metrics(request: OpsRequest) -> OpsResponse:
+        return OpsResponse(200, generate_latest(registry), CONTENT_TYPE.encode())
 
-    async def purge(request: web.Request) -> web.Response:
+    async def purge(request: OpsRequest) -> OpsResponse:
         if admin_token is None:
-            return web.Response(status=403, text="purge disabled: no admin token configured\n")
-        if not bearer_matches(request.headers.get("Authorization"), admin_token):
-            return web.Response(
-                status=401,
-                text="401 Unauthorized: Authorization: Bearer <admin token> required\n",
-                headers={"WWW-Authenticate": 'Bearer realm="millions-edge"'},
+            return OpsResponse(403, b"purge disabled: no admin token configured\n")
+        authorization = request.headers.get(b"authorization")
+        if not bearer_matches(
+            None if authorization is None else authorization.decode("latin-1"), admin_token
+        ):
+            return text(
+                401,
+                "Unauthorized: Authorization: Bearer <admin token> required",
+                ((b"WWW-Authenticate", b'Bearer realm="millions-edge"'),),
             )
         try:
-            body = await request.content.read(MAX_PURGE_BODY_BYTES + 1)
-            if len(body) > MAX_PURGE_BODY_BYTES:
-                raise PurgeRequestError("body too large")
-            purge_request = parse_purge_request(body)
+            purge_request = parse_purge_request(request.body)
         except PurgeRequestError as exc:
-            return web.Response(status=400, text=f"400 Bad Request: {exc}\n")
+            return text(400, f"Bad Request: {exc}")
         purged = await apply_purge(edge.store, purge_request)
         log.info(
             "purged",
@@ -194,13 +198,16 @@ def ops_app(
                 "purged": purged,
             },
         )
-        return web.json_response({"purged": purged})
+        return OpsResponse(200, json.dumps({"purged": purged}).encode(), JSON)
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/purge", purge)
-    return app
+    return OpsRoutes(
+        {
+            (b"GET", b"/healthz"): healthz,
+            (b"GET", b"/metrics"): metrics,
+            (b"POST", b"/purge"): purge,
+        },
+        max_body_bytes=MAX_PURGE_BODY_BYTES,
+    )
 
 
 class EdgeProcess:
@@ -216,26 +223,19 @@ class EdgeProcess:
         self.admin_token = admin_token or None
         self.registry = CollectorRegistry()
         self.registry.register(EdgeCollector(edge))
-        self.ops: web.AppRunner | None = None
+        self.ops: OpsServer | None = None
         self.ops_port = 0
 
     async def start(self) -> None:
         await self.edge.start()
         if self.ops_address is not None:
-            self.ops = web.AppRunner(
-                ops_app(self.edge, self.registry, self.admin_token),
-                access_log=None,
-                handle_signals=False,
-                shutdown_timeout=0.5,
-            )
-            await self.ops.setup()
-            site = web.TCPSite(self.ops, *self.ops_address)
-            await site.start()
-            self.ops_port = self.ops.addresses[0][1]
+            self.ops = OpsServer(ops_routes(self.edge, self.registry, self.admin_token))
+            await self.ops.start(*self.ops_address)
+            self.ops_port = self.ops.port
 
     async def stop(self, grace_s: float) -> None:
         if self.ops is not None:
-            await self.ops.cleanup()
+            await self.ops.close()
         await self.edge.stop(grace_s)
 
 

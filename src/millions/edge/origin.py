@@ -71,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._finished = False
+        self._keep_alive = False
         self._error: OriginError | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -84,6 +85,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._interim = self._received = self._finished = self._paused = False
+        self._keep_alive = False
         self._delimited = False
         self._status = 0
         self._headers = []
@@ -137,7 +139,7 @@ class _Connection(asyncio.Protocol):
             and not self._head_only  # llhttp would wait for the body a HEAD answer lacks
             and not self.lost
             and self._delimited
-            and self._parser.should_keep_alive()
+            and self._keep_alive
         )
         self.reusable = keep
         if not keep:
@@ -226,6 +228,7 @@ class _Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        self._keep_alive = self._parser.should_keep_alive()  # llhttp resets it right after
         self._finish()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -291,7 +294,10 @@ class OriginResponse:
         self.response_time = response_time
         self.length = length if stream is not None else len(body)
         self.complete = stream is None
-        self._client, self._connection = stream if stream is not None else (None, None)
+        self._client: OriginClient | None = None
+        self._connection: _Connection | None = None
+        if stream is not None:
+            self._client, self._connection = stream
 
     async def read_chunk(self) -> bytes:
         """The next piece of an unfinished body (at most `CHUNK_BYTES`); b"" at its end.
