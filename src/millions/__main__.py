@@ -1,3 +1,21 @@
-from millions.cli import main
+"""`python -m millions` and the `millions` script: an edge starts through the lean edge
+command line (see `millions.edge.cli`), everything else through `millions.cli`."""
 
-main()
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["edge"]:
+        from millions.edge.cli import main as edge_main
+
+        edge_main()
+        return
+    from millions.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,6 @@ built-in default); a config problem prints one line naming the key and exits wit
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import signal
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from millions.cli_common import LogFileOption, parse_address
+from millions.edge.cli import edge
 from millions.topology import config as topology_config
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ dc_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dc_app, name="dc")
+app.command()(edge)
 
 
 def _mount_tier_commands() -> None:
@@ -68,7 +70,6 @@ RunDirOption = Annotated[
         "--run-dir", help="run directory for state, logs and data (default: run_dir in config)"
     ),
 ]
-LogFileOption = Annotated[Path | None, typer.Option(help="JSON-lines log file (default: stderr)")]
 
 
 def load_config(path: Path | None) -> MillionsConfig:
@@ -86,14 +87,6 @@ def load_config(path: Path | None) -> MillionsConfig:
 
 def resolve_run_dir(config: MillionsConfig, run_dir: Path | None) -> Path:
     return (run_dir or Path(config.run_dir)).resolve()
-
-
-def parse_address(value: str, option: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        typer.echo(f"config error: {option}: expected HOST:PORT, got {value!r}", err=True)
-        raise typer.Exit(2)
-    return host, int(port)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -500,74 +493,6 @@ def lb(
 
 
 @app.command()
-def edge(
-    origin: Annotated[str, typer.Option(help="origin base URL, e.g. http://127.0.1.1:8080")],
-    listen: Annotated[str, typer.Option(help="HOST:PORT for client traffic")] = "127.0.0.1:8081",
-    ops: Annotated[
-        str | None, typer.Option(help="HOST:PORT for /healthz and /metrics (default: none)")
-    ] = None,
-    name: Annotated[str, typer.Option(help="component name for logs and Via")] = "edge",
-    log_file: LogFileOption = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="disk cache directory, kept across restarts (default: a temp dir)"),
-    ] = None,
-    memory_bytes: Annotated[int, typer.Option(min=1, help="memory tier budget in bytes")] = 256
-    * 1024
-    * 1024,
-    disk_bytes: Annotated[int, typer.Option(min=1, help="disk tier budget in bytes")] = 1 << 30,
-    admin_token: Annotated[
-        str | None,
-        typer.Option(envvar="MILLIONS_ADMIN_TOKEN", help="bearer token for POST /purge on --ops"),
-    ] = None,
-    stream_threshold: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="origin bodies larger than this many bytes stream to the client while they "
-            "are stored, instead of being read whole first",
-        ),
-    ] = 1 << 20,
-) -> None:
-    """Run one CDN edge: an RFC 9111 caching reverse proxy in front of ORIGIN.
-
-    Answers hits from its cache (X-Cache: HIT/MISS/STALE/REVALIDATED/PASS, Age, Via),
-    coalesces concurrent misses into one origin fetch, and serves stale on origin errors
-    where the origin allows it (stale-if-error).
-    """
-    from millions.edge.main import run
-
-    listen_address = parse_address(listen, "--listen")
-    ops_address = parse_address(ops, "--ops") if ops else None
-    if ops_address is not None and not _is_loopback(ops_address[0]):
-        typer.echo(
-            f"config error: --ops: the admin listener must be on loopback, got {ops_address[0]}",
-            err=True,
-        )
-        raise typer.Exit(2)
-    if not origin.startswith("http://"):
-        typer.echo(f"config error: --origin: expected http://HOST:PORT, got {origin!r}", err=True)
-        raise typer.Exit(2)
-    parse_address(origin.removeprefix("http://").split("/", 1)[0], "--origin")
-    try:
-        run(
-            listen_address,
-            origin,
-            ops_address,
-            memory_bytes,
-            name,
-            log_file,
-            cache_dir=cache_dir,
-            disk_bytes=disk_bytes,
-            admin_token=admin_token,
-            stream_threshold_bytes=stream_threshold,
-        )
-    except ValueError as exc:
-        typer.echo(f"config error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-@app.command()
 def worker(
     tasks: Annotated[
         str, typer.Option(help="task registry as module:attr (a millions.workers.TaskRegistry)")
@@ -815,13 +740,6 @@ def _set_drained(name: str, drained: bool, config: Path | None, run_dir: Path | 
         raise fail(str(exc), code=2) from None
     verb = "drained" if drained else "undrained"
     console.print(f"{verb} {name}; drained data centers: {', '.join(now_drained) or 'none'}")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main() -> None:

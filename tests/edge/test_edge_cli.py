@@ -96,3 +96,38 @@ def test_edge_command_rejects_a_bad_origin() -> None:
         result.stderr.strip()
         == "config error: --origin: expected http://HOST:PORT, got 'ftp://example'"
     )
+
+
+LEAN_CHECK = """
+import sys
+sys.argv = ["millions", *sys.argv[1:]]
+from millions.__main__ import main
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+loaded = sorted(m for m in ("millions.cli", "millions.topology.config", "millions.shards")
+                if m in sys.modules)
+print("loaded:", ",".join(loaded), "code:", code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "lean"),
+    [(["edge", "--origin", "ftp://x"], True), (["edge", "--help"], True), (["--help"], False)],
+)
+def test_an_edge_starts_without_the_rest_of_the_command_line(argv: list[str], lean: bool) -> None:
+    """`millions edge` parses its arguments without importing the full CLI (its config
+    models and tier command groups cost an edge about 7 MB of resident memory)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LEAN_CHECK, *argv], capture_output=True, text=True, timeout=60
+    )
+    last = done.stdout.strip().splitlines()[-1]
+    if lean:
+        assert last.startswith("loaded:  code:"), last
+    else:
+        assert "millions.cli" in last, last
+    if argv[-1] == "ftp://x":
+        assert "code: 2" in last and "--origin: expected http://HOST:PORT" in done.stderr
+    if argv[-1] == "--help":
+        assert "code: 0" in last and ("--origin" in done.stdout) == lean
