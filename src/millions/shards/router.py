@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from millions.shards import statements
 from millions.shards.cache.base import ReadCache
@@ -81,8 +82,10 @@ class ShardRouter:
         self._map: ShardMap | None = None
         self._refresh_lock = asyncio.Lock()
         self._ids: dict[str, tuple[int, int]] = {}
-        # table -> (shard key column, primary key columns, SELECT by primary key)
-        self._pk_reads: dict[str, tuple[str, tuple[str, ...], str]] = {}
+        # table -> (shard key column, the primary key's values of a pk mapping, the SELECT)
+        self._pk_reads: dict[
+            str, tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]], str]
+        ] = {}
         self._ids_lock = asyncio.Lock()
         self._next_report = time.monotonic() + report_interval_s
         self._report_task: asyncio.Task[None] | None = None
@@ -152,9 +155,9 @@ class ShardRouter:
         read = self._pk_reads.get(table)
         if read is None:
             read = self._pk_read(table)
-        shard_key, columns, sql = read
+        shard_key, values_of, sql = read
         try:
-            params = tuple([pk[column] for column in columns])
+            params = values_of(pk)
         except KeyError:
             params = ()
         if not params or len(params) != len(pk):  # a missing or an extra column: say which
@@ -183,9 +186,22 @@ class ShardRouter:
         except StaleMapError:
             return await self._follow(key, sql, values)
 
-    def _pk_read(self, table: str) -> tuple[str, tuple[str, ...], str]:
+    def _pk_read(
+        self, table: str
+    ) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]], str]:
         spec = self.schema.table(table)
-        read = (spec.shard_key, spec.primary_key, statements.select_by_pk(spec))
+        columns = spec.primary_key
+        values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+        if len(columns) == 1:
+            (column,) = columns
+
+            def values_of(pk: Mapping[str, Any]) -> tuple[Any, ...]:
+                return (pk[column],)
+        else:  # itemgetter gives a tuple for two or more columns
+            values_of = cast(
+                Callable[[Mapping[str, Any]], tuple[Any, ...]], operator.itemgetter(*columns)
+            )
+        read = (spec.shard_key, values_of, statements.select_by_pk(spec))
         self._pk_reads[table] = read
         return read
 

@@ -14,12 +14,13 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 from millions.sqlite_wal import enable_wal
 
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 def dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -57,14 +58,16 @@ class SqliteWorker:
         self._errors = errors
         self.closed = False
 
-    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Start `operation` on the connection; the future holds its result. A plain
+    def submit(
+        self, operation: Callable[[sqlite3.Connection, Unpack[Args]], T], *args: *Args
+    ) -> asyncio.Future[T]:
+        """Start `operation(connection, *args)`; the future holds its result. A plain
         function, not a coroutine: a read that awaits this future directly saves a frame."""
         if self.closed:
             closed = sqlite3.OperationalError(f"{self.path} is closed")
             raise closed if self._errors is None else self._errors(closed)
         return asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_connection, operation
+            self._executor, self._on_connection, operation, *args
         )
 
     async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -79,11 +82,13 @@ class SqliteWorker:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
         self._executor.shutdown(wait=False)
 
-    def _on_connection(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+    def _on_connection(
+        self, operation: Callable[[sqlite3.Connection, Unpack[Args]], T], *args: *Args
+    ) -> T:
         try:
             if self._connection is None:
                 self._connection = self._connect()
-            return operation(self._connection)
+            return operation(self._connection, *args)
         except (sqlite3.Error, OSError) as exc:
             if self._errors is None:
                 raise

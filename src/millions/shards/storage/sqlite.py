@@ -15,7 +15,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -271,10 +270,10 @@ class SqliteShardStorage:
             query = statements.to_sqlite(statements.fenced_read(sql, "sqlite"))
             if len(self._fenced_reads) < statements.CACHED_STATEMENTS:
                 self._fenced_reads[sql] = query
-        return self._worker.submit(partial(self._read_owned, query, params, keyspace_id))
+        return self._worker.submit(self._read_owned, query, params, keyspace_id)
 
     def _read_owned(
-        self, query: str, params: tuple[Any, ...], keyspace_id: int, db: sqlite3.Connection
+        self, db: sqlite3.Connection, query: str, params: tuple[Any, ...], keyspace_id: int
     ) -> list[Row]:
         found = statements.split_fenced_read(db.execute(query, params).fetchall())
         if found is None:
