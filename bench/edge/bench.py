@@ -12,8 +12,11 @@ with `taskset` so each is one worker on one core: nginx proxy_cache (one worker,
 
 Hits: `wrk -t1 -cN -dD` on the 1 KiB and the 256 KiB URL of each cache after one warm-up
 request, rounds interleaved, medians reported with the ratios the targets name (1 KiB vs
-nginx, 256 KiB vs Varnish). Misses: the same wrk load on unique `/miss/<n>` paths (every
-request a miss and an origin fetch). Memory: after the runs, a fresh edge is filled with
+nginx, 256 KiB vs Varnish); each round also prints the server's CPU time per request (its
+process and children, /proc) and how busy the client's CPU was: for 256 KiB hits wrk's core
+is the limit (100% busy), so req/s there compare the servers less than CPU per request does.
+Misses: the same wrk load on unique `/miss/<n>` paths (every request a miss and an origin
+fetch). Memory: after the runs, a fresh edge is filled with
 `--objects` distinct 1 KiB objects; its RSS is compared with the stored bytes: the bytes of
 the cached responses, body plus stored header block (one `name: value\\r\\n` line per
 stored header, as the edge sends it, less the fields it adds per answer), not the memory
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import statistics
@@ -133,6 +137,29 @@ def wrk(url: str, connections: int, duration: int, script: Path | None = None) -
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match is not None, out
     return float(match.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (nginx's and Varnish's workers
+    are children of their master; the edge is one process)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    ticks = 0
+    for each in [pid, *map(int, children.stdout.split())]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy(cpu: str) -> tuple[int, int]:
+    """Busy and total jiffies of one CPU so far (/proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            values = [int(v) for v in line.split()[1:]]
+            return sum(values) - values[3] - values[4], sum(values)
+    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
 
 
 def rss_bytes(pid: int) -> int:
@@ -268,6 +295,11 @@ def throughput(
     rps: dict[str, dict[str, list[float]]] = {
         case: {name: [] for name in bases} for case in [*SIZES, "miss"]
     }
+    # the server's CPU per request tells the servers apart when the client is the limit
+    # (wrk's CPU at 100%, as for 256 KiB hits on two cores)
+    cpu_us: dict[str, dict[str, list[float]]] = {
+        case: {name: [] for name in bases} for case in [*SIZES, "miss"]
+    }
     for label, size in SIZES.items():
         for name, base in bases.items():
             for _ in range(3):  # warm: the second and third are hits everywhere
@@ -277,19 +309,35 @@ def throughput(
     for round_index in range(args.rounds):
         for case in [*SIZES, "miss"]:
             for name, base in bases.items():
+                cpu_before = cpu_seconds(processes[name].pid)
+                client_before = cpu_busy(CLIENT_CPU)
                 if case == "miss":
                     rate = wrk(f"{base}/", args.connections, args.duration, workdir / "miss.lua")
                 else:
                     rate = wrk(f"{base}/o/{case}.bin", args.connections, args.duration)
+                used = cpu_seconds(processes[name].pid) - cpu_before
+                client_after = cpu_busy(CLIENT_CPU)
+                client = (client_after[0] - client_before[0]) / (client_after[1] - client_before[1])
+                us = 1e6 * used / (rate * args.duration)
                 rps[case][name].append(rate)
-                print(f"round {round_index + 1} {case:5} {name:9} {rate:9.0f} req/s", flush=True)
+                cpu_us[case][name].append(us)
+                print(
+                    f"round {round_index + 1} {case:5} {name:9} {rate:9.0f} req/s "
+                    f"{us:6.1f} server CPU us/req, client CPU {client:4.0%} busy, "
+                    f"load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
     medians = {case: {n: statistics.median(v) for n, v in by.items()} for case, by in rps.items()}
+    cpu_medians = {
+        case: {n: statistics.median(v) for n, v in by.items()} for case, by in cpu_us.items()
+    }
     for name in ("nginx", "varnish", "millions"):
         processes[name].terminate()
         processes[name].wait(10)
     return {
         "rps": rps,
         "rps_median": medians,
+        "server_cpu_us_per_request_median": cpu_medians,
         "ratio_1k_vs_nginx": medians["1k"]["millions"] / medians["1k"]["nginx"],
         "ratio_256k_vs_varnish": medians["256k"]["millions"] / medians["256k"]["varnish"],
         "ratio_miss_vs_nginx": medians["miss"]["millions"] / medians["miss"]["nginx"],
