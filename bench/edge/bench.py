@@ -8,7 +8,8 @@ Installs nginx, varnish and wrk with apt-get when missing (root, Debian). One or
 max-age, and any `/miss/...` path with a 1 KiB body. In front of it, each pinned to CPU 1
 with `taskset` so each is one worker on one core: nginx proxy_cache (one worker,
 127.0.58.1), Varnish (malloc storage, 127.0.58.3) and the millions edge (one process,
-127.0.58.2). wrk runs on CPU 0.
+started as users and the topology start it, `python -m millions edge`, 127.0.58.2). wrk
+runs on CPU 0.
 
 Hits: `wrk -t1 -cN -dD` on the 1 KiB and the 256 KiB URL of each cache after one warm-up
 request, rounds interleaved, medians reported with the ratios the targets name (1 KiB vs
@@ -106,12 +107,6 @@ vcl 4.1;
 backend origin {{ .host = "{host}"; .port = "{port}"; }}
 """
 
-EDGE_SCRIPT = """
-from pathlib import Path
-from millions.edge.main import run
-run(({h!r}, {p}), {origin!r}, ({oh!r}, {op}), {memory}, "bench-edge", Path({log!r}),
-    cache_dir=Path({cache!r}), disk_bytes={disk})
-"""
 
 MISS_LUA = """
 counter = 0
@@ -220,18 +215,13 @@ async def fill(base: str, count: int, concurrency: int = 64) -> None:
 def start_edge(
     workdir: Path, name: str, listen: tuple[str, int], ops: tuple[str, int], memory: int
 ) -> subprocess.Popen[bytes]:
-    script = EDGE_SCRIPT.format(
-        h=listen[0],
-        p=listen[1],
-        origin=f"http://{ORIGIN[0]}:{ORIGIN[1]}",
-        oh=ops[0],
-        op=ops[1],
-        memory=memory,
-        log=str(workdir / f"{name}.log"),
-        cache=str(workdir / f"{name}-cache"),
-        disk=8 << 30,
-    )
-    return subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, "-c", script])
+    """The edge as users and the topology start it: `python -m millions edge ...`."""
+    edge = [sys.executable, "-m", "millions", "edge", "--name", "bench-edge"]
+    edge += ["--origin", f"http://{ORIGIN[0]}:{ORIGIN[1]}", "--listen", f"{listen[0]}:{listen[1]}"]
+    edge += ["--ops", f"{ops[0]}:{ops[1]}", "--memory-bytes", str(memory)]
+    edge += ["--log-file", str(workdir / f"{name}.log")]
+    edge += ["--cache-dir", str(workdir / f"{name}-cache"), "--disk-bytes", str(8 << 30)]
+    return subprocess.Popen(["taskset", "-c", PROXY_CPU, *edge])
 
 
 def start_origin(workdir: Path) -> subprocess.Popen[bytes]:

@@ -1,5 +1,6 @@
-"""`python -m millions` and the `millions` script: an edge starts through the lean edge
-command line (see `millions.edge.cli`), everything else through `millions.cli`."""
+"""`python -m millions` and the `millions` script: `millions edge` goes straight to the
+edge's own command line (see `millions.edge.cli` for why), everything else to
+`millions.cli`."""
 
 from __future__ import annotations
 

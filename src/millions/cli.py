@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from millions.cli_common import LogFileOption, parse_address
-from millions.edge.cli import edge
+from millions.addresses import split_address
+from millions.edge.cli import SUMMARY as EDGE_SUMMARY
 from millions.topology import config as topology_config
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ dc_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dc_app, name="dc")
-app.command()(edge)
 
 
 def _mount_tier_commands() -> None:
@@ -70,6 +69,17 @@ RunDirOption = Annotated[
         "--run-dir", help="run directory for state, logs and data (default: run_dir in config)"
     ),
 ]
+
+
+LogFileOption = Annotated[Path | None, typer.Option(help="JSON-lines log file (default: stderr)")]
+
+
+def parse_address(value: str, option: str) -> tuple[str, int]:
+    address = split_address(value)
+    if address is None:
+        typer.echo(f"config error: {option}: expected HOST:PORT, got {value!r}", err=True)
+        raise typer.Exit(2)
+    return address
 
 
 def load_config(path: Path | None) -> MillionsConfig:
@@ -490,6 +500,18 @@ def lb(
         name=name,
         log_file=log_file,
     )
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+    help=f"{EDGE_SUMMARY} Options: millions edge --help.",
+)
+def edge(ctx: typer.Context) -> None:
+    # The edge's own argparse command line (`millions.edge.cli`): see its docstring for why.
+    from millions.edge.cli import main as edge_main
+
+    edge_main(ctx.args)
 
 
 @app.command()
